@@ -1,0 +1,89 @@
+"""Importers and the build command: what goes in comes back out of tfds.data_source, without TensorFlow."""
+import sys
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from scm_jax.data import build
+
+
+def _read(data_dir, name, split="train"):
+    source = tfds.data_source(name, split=split, data_dir=str(data_dir), download=False)
+    return [source[i] for i in range(len(source))]
+
+
+def _write_pngs(folder, images):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(folder / f"{i:03d}.png")
+
+
+def test_image_folder_with_classes_reads_back(tmp_path):
+    rng = np.random.default_rng(0)
+    cats, dogs = rng.integers(0, 256, (2, 3, 6, 5, 3), dtype=np.uint8)
+    _write_pngs(tmp_path / "src" / "cat", cats)
+    _write_pngs(tmp_path / "src" / "dog", dogs)
+    build.main([f"--source={tmp_path / 'src'}", "--name=pets", f"--data_dir={tmp_path / 'out'}"])
+    records = _read(tmp_path / "out", "pets")
+    np.testing.assert_array_equal([r["image"] for r in records], np.concatenate([cats, dogs]))
+    assert [int(r["label"]) for r in records] == [0, 0, 0, 1, 1, 1]
+    info = tfds.builder_from_directory(str(tmp_path / "out" / "pets" / "1.0.0")).info
+    assert info.features["label"].names == ["cat", "dog"]
+    assert "tensorflow" not in sys.modules
+
+
+def test_flat_folder_resized_grayscale(tmp_path):
+    _write_pngs(tmp_path / "src", np.full((2, 20, 12, 3), 200, np.uint8))
+    build.build(str(tmp_path / "src"), "flat", str(tmp_path), resolution=8, channels=1)
+    records = _read(tmp_path, "flat")
+    assert len(records) == 2 and "label" not in records[0]
+    assert records[0]["image"].shape == (8, 8, 1) and (records[0]["image"] == 200).all()
+
+
+def test_folder_with_mixed_sizes_asks_for_resolution(tmp_path):
+    Image.new("RGB", (4, 4)).save(tmp_path / "a.png")
+    Image.new("RGB", (5, 4)).save(tmp_path / "b.jpg")
+    with pytest.raises(ValueError, match="--resolution"):
+        build.build(str(tmp_path), "mixed", str(tmp_path / "out"))
+    assert not (tmp_path / "out" / "mixed" / "1.0.0").exists()
+
+
+def test_npz_pixels_and_latents_read_back(tmp_path):
+    rng = np.random.default_rng(1)
+    images, labels = rng.integers(0, 256, (7, 4, 4, 3), dtype=np.uint8), rng.integers(0, 5, 7)
+    np.savez(tmp_path / "pixels.npz", images, labels)  # arr_0, arr_1
+    latents = rng.normal(size=(5, 2, 2, 4)).astype(np.float32)
+    (tmp_path / "shards").mkdir()  # latents larger than memory come as shards, read one at a time
+    np.savez(tmp_path / "shards" / "0.npz", images=latents[:3].astype(np.float16), labels=np.arange(3))
+    np.savez(tmp_path / "shards" / "1.npz", images=latents[3:].astype(np.float16), labels=np.arange(3, 5))
+    build.build(str(tmp_path / "pixels.npz"), "pix", str(tmp_path))
+    build.build(str(tmp_path / "shards"), "lat", str(tmp_path), split="validation")
+    pix, lat = _read(tmp_path, "pix"), _read(tmp_path, "lat", "validation")
+    np.testing.assert_array_equal([r["image"] for r in pix], images)
+    np.testing.assert_array_equal([r["label"] for r in pix], labels)
+    np.testing.assert_array_equal([r["image"] for r in lat], latents.astype(np.float16).astype(np.float32))
+    assert [int(r["label"]) for r in lat] == list(range(5)) and lat[0]["image"].dtype == np.float32
+
+
+def test_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        build.build(str(tmp_path / "nowhere"), "x", str(tmp_path))
+    (tmp_path / "images.zip").write_bytes(b"")
+    with pytest.raises(ValueError, match="neither an .npz file nor a folder"):
+        build.build(str(tmp_path / "images.zip"), "zipped", str(tmp_path))
+    np.savez(tmp_path / "ints.npz", images=np.zeros((2, 4, 4, 3), np.int64))
+    with pytest.raises(ValueError, match="uint8 pixels or float32 latents"):
+        build.build(str(tmp_path / "ints.npz"), "ints", str(tmp_path))
+    np.savez(tmp_path / "other.npz", pictures=np.zeros((2, 4, 4, 3), np.uint8))
+    with pytest.raises(ValueError, match="expected images under"):
+        build.build(str(tmp_path / "other.npz"), "other", str(tmp_path))
+    with pytest.raises(ValueError, match="registered in tfds"):
+        build.build("embedded", "cifar10", str(tmp_path))
+    with pytest.raises(ValueError, match="snake_case"):
+        build.build(str(tmp_path / "ints.npz"), "My-Set", str(tmp_path))
+    np.savez(tmp_path / "ok.npz", np.zeros((2, 4, 4, 3), np.uint8))
+    build.build(str(tmp_path / "ok.npz"), "ok", str(tmp_path))
+    with pytest.raises(FileExistsError, match="already holds"):
+        build.build(str(tmp_path / "ok.npz"), "ok", str(tmp_path))
