@@ -38,7 +38,7 @@ def sliced_wasserstein(a: jax.Array, b: jax.Array, key: jax.Array, projections: 
 
 
 def train(loss_fn: Callable, params, steps: int, key: jax.Array, lr: float = 1e-3, batch: int = 1024,
-          ema_decay: float = 0.999):
+          ema_decay: float = 0.995):
     """Adam on `loss_fn(params, x0, key, step)`; returns the EMA of the parameters."""
     tx = optax.adam(lr)
 
