@@ -6,7 +6,7 @@ setup(
     version="0.1.0",
     description="Continuous-time consistency models (sCM) and their baselines in JAX / Flax NNX.",
     python_requires=">=3.11",
-    packages=find_packages(include=["scm_jax", "scm_jax.*"]),
+    packages=find_packages(include=["scm_jax", "scm_jax.*", "configs"]),  # configs: importable by config files
     package_data={"scm_jax": ["assets/*"]},
     install_requires=[
         "jax==0.10.2",
@@ -29,7 +29,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.5"],
-        "torch-check": ["torch==2.13.0", "pytorch-fid==0.3.0"],
+        # torchvision 0.28.0 is the one whose wheel installs beside the CPU torch 2.13.0 (newer pulls CUDA torch)
+        "torch-check": ["torch==2.13.0", "torchvision==0.28.0", "pytorch-fid==0.3.0"],
     },
     entry_points={
         "console_scripts": [

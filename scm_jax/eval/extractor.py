@@ -1,0 +1,88 @@
+"""Feature extractors behind one interface, picked by name for `scm-evaluate`:
+
+- "inception": the FID Inception-v3 (2048-d pool3 features, 1008 logits); needs the converted weights file
+  (scm_jax/eval/inception.py says how to make it).
+- "mnist": the MNIST-5k classifier shipped with the package (128-d features, 10 logits).
+
+    extractor = get_extractor("inception", weights_path="inception_fid.npz")
+    features, logits = extractor.features_and_logits(images_uint8_nhwc)
+"""
+import dataclasses
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from scm_jax.eval import inception, mnist_classifier
+from scm_jax.eval.images import check_images
+
+NAMES = ("inception", "mnist")
+
+
+@dataclasses.dataclass(frozen=True)
+class Extractor:
+    """Runs a feature network over NHWC images (uint8, or floats in [-1, 1] / [0, 255]) in jitted batches."""
+
+    name: str
+    channels: int  # channels the network takes; grayscale is repeated when it takes 3
+    feature_dim: int
+    num_classes: int
+    apply: Callable[[np.ndarray, float, float], tuple[jax.Array, jax.Array]]  # (raw batch, scale, offset)
+    batch_size: int = 100
+
+    def features_and_logits(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(features [N, feature_dim], logits [N, num_classes]) as float32 numpy."""
+        images = np.asarray(images)
+        pixel_range = check_images(images)
+        if images.shape[-1] > self.channels:
+            raise ValueError(f"the {self.name} extractor takes {self.channels}-channel images, got shape "
+                             f"{images.shape}")
+        if images.shape[0] == 0:
+            raise ValueError("no images given")
+        size = min(self.batch_size, images.shape[0])  # one compiled shape; the last batch is zero-padded
+        outputs = []
+        for start in range(0, images.shape[0], size):
+            batch = images[start:start + size]
+            padded = np.concatenate([batch, np.zeros((size - len(batch),) + batch.shape[1:], batch.dtype)])
+            outputs.append((len(batch), self.apply(padded, pixel_range.scale, pixel_range.offset)))
+        features = np.concatenate([np.asarray(f)[:n] for n, (f, _) in outputs])
+        logits = np.concatenate([np.asarray(z)[:n] for n, (_, z) in outputs])
+        return features, logits
+
+    def features(self, images: np.ndarray) -> np.ndarray:
+        return self.features_and_logits(images)[0]
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        return self.features_and_logits(images)[1]
+
+
+def get_extractor(name: str, weights_path: str | None = None, batch_size: int = 100) -> Extractor:
+    """The extractor called `name` (see NAMES); `weights_path` is required for "inception"."""
+    if name == "inception":
+        if weights_path is None:
+            raise ValueError("the inception extractor needs weights_path: the .npz made by\n    "
+                             f"{inception.CONVERT_COMMAND}")
+        return Extractor(name, 3, inception.FEATURE_DIM, inception.NUM_CLASSES,
+                         _bind(inception.load_inception(weights_path), channels=3), batch_size)
+    if name == "mnist":
+        model = mnist_classifier.load_mnist_classifier(weights_path)
+        return Extractor(name, 1, mnist_classifier.FEATURE_DIM, mnist_classifier.NUM_CLASSES,
+                         _bind(model, channels=1), batch_size)
+    raise ValueError(f"unknown feature extractor {name!r}; choose one of {NAMES}")
+
+
+def _bind(model: nnx.Module, channels: int) -> Callable[[np.ndarray, float, float], tuple[jax.Array, jax.Array]]:
+    """A jitted (raw batch, scale, offset) -> model(raw * scale + offset) with the weights passed as arguments."""
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def run(state: nnx.State, raw: jax.Array, scale: jax.Array, offset: jax.Array):
+        x = raw.astype(jnp.float32) * scale + offset
+        if x.shape[-1] != channels:  # grayscale into a 3-channel network
+            x = jnp.repeat(x, channels, axis=-1)
+        return nnx.merge(graphdef, state)(x)
+
+    return functools.partial(run, state)
