@@ -2,18 +2,10 @@
 
 Same call signature as the DiT; like it, it knows nothing of TrigFlow.
 """
-import jax
 import jax.numpy as jnp
 from flax import nnx
 
-
-def positional_embedding(t: jax.Array, dim: int, max_period: float = 10_000.0) -> jax.Array:
-    """[cos(t w_i), sin(t w_i)], w_i = max_period^(-i / (dim/2)); at least float32 whatever the compute dtype."""
-    half = dim // 2
-    dtype = jnp.promote_types(t.dtype, jnp.float32)
-    w = jnp.exp(-jnp.log(max_period) * jnp.arange(half, dtype=dtype) / half)
-    arg = t.astype(dtype)[:, None] * w
-    return jnp.concatenate([jnp.cos(arg), jnp.sin(arg)], axis=-1)
+from scm_jax.models.embeddings import positional_embedding
 
 
 class MLP(nnx.Module):

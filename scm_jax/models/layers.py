@@ -1,0 +1,108 @@
+"""Transformer pieces of the DiT: logical-axis metadata, norms, adaptive double normalization, MLP, attention.
+
+Logical axis names are listed in `scm_jax.models.dit`'s docstring.
+"""
+import jax
+import jax.numpy as jnp
+from flax import linen, nnx
+
+from scm_jax.models.attention import attention
+
+_F32 = jnp.float32
+_xavier = nnx.initializers.xavier_uniform()
+
+
+def names(*axes: str | None) -> dict:
+    """Parameter metadata carrying logical axis names; not eagerly sharded, so a model builds with or without a
+    mesh (shard it with `nnx.get_partition_spec` under `nnx.logical_axis_rules`)."""
+    return {"out_sharding": axes, "eager_sharding": False}
+
+
+def constrain(x: jax.Array, *axes: str | None) -> jax.Array:
+    """Activation sharding constraint by logical names; a no-op unless logical axis rules and a mesh are set."""
+    return linen.with_logical_constraint(x, axes)
+
+
+def layer_norm(x: jax.Array, eps: float = 1e-6) -> jax.Array:
+    """LayerNorm over channels without affine parameters, computed in float32."""
+    x = x.astype(_F32)
+    mu = x.mean(-1, keepdims=True)
+    return (x - mu) * jax.lax.rsqrt(jnp.square(x - mu).mean(-1, keepdims=True) + eps)
+
+
+def pixel_norm(x: jax.Array, eps: float = 1e-6) -> jax.Array:
+    """pnorm(x) = x / RMS_channels(x) (sCM adaptive double normalization)."""
+    return x * jax.lax.rsqrt(jnp.square(x).mean(-1, keepdims=True) + eps)
+
+
+def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+    """Inverted dropout; identity when `key` is None (deterministic) or `rate` is 0."""
+    if key is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+
+
+class Modulation(nnx.Module):
+    """Per-sample scale/shift (and optional zero-initialised gates) for `n` sub-layers from the conditioning c.
+
+    Scale and shift are pixel-normed (sCM §2), so they are *not* zero-initialised (pnorm(0) has an unbounded
+    gradient); the gates are, so every residual branch starts switched off (DiT's adaLN-Zero).
+    """
+
+    def __init__(self, cond: int, width: int, n: int, *, gates: bool, param_dtype, rngs: nnx.Rngs):
+        self.n = n
+        self.scale_shift = nnx.LinearGeneral(
+            cond, (2 * n, width), kernel_init=_xavier, dtype=_F32, param_dtype=param_dtype, rngs=rngs,
+            kernel_metadata=names("cond", None, "embed"), bias_metadata=names(None, "embed"),
+        )
+        self.gates = nnx.LinearGeneral(
+            cond, (n, width), kernel_init=nnx.initializers.zeros, dtype=_F32, param_dtype=param_dtype, rngs=rngs,
+            kernel_metadata=names("cond", None, "embed"), bias_metadata=names(None, "embed"),
+        ) if gates else None
+
+    def __call__(self, c: jax.Array) -> tuple[jax.Array, jax.Array | None]:
+        """c [B, cond] float32 -> (scale_shift [B, 2n, width] pixel-normed, gates [B, n, width] or None)."""
+        c = jax.nn.silu(c)
+        gates = None if self.gates is None else self.gates(c)
+        return pixel_norm(self.scale_shift(c)), gates
+
+
+def modulate(x: jax.Array, scale: jax.Array, shift: jax.Array) -> jax.Array:
+    """Adaptive double normalization y = norm(x) * pnorm(s(c)) + pnorm(b(c)) (sCM §2); x [B, L, W]."""
+    return (layer_norm(x) * scale[:, None] + shift[:, None]).astype(x.dtype)
+
+
+class Mlp(nnx.Module):
+    """Linear -> GELU(tanh) -> dropout -> Linear."""
+
+    def __init__(self, width: int, hidden: int, *, rate: float, dtype, param_dtype, rngs: nnx.Rngs):
+        self.rate = rate
+        kw = dict(kernel_init=_xavier, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.fc1 = nnx.Linear(width, hidden, kernel_metadata=names("embed", "mlp"), bias_metadata=names("mlp"), **kw)
+        self.fc2 = nnx.Linear(hidden, width, kernel_metadata=names("mlp", "embed"), bias_metadata=names("embed"), **kw)
+
+    def __call__(self, x: jax.Array, key: jax.Array | None) -> jax.Array:
+        h = constrain(jax.nn.gelu(self.fc1(x), approximate=True), "batch", "length", "mlp")
+        return self.fc2(dropout(h, self.rate, key))
+
+
+class SelfAttention(nnx.Module):
+    """Multi-head self-attention; `kind` picks reference / blockwise / cudnn (see `attention.py`)."""
+
+    def __init__(self, width: int, heads: int, *, rate: float, dtype, param_dtype, rngs: nnx.Rngs):
+        self.rate = rate
+        kw = dict(kernel_init=_xavier, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        head_dim = width // heads
+        qkv = dict(kernel_metadata=names("embed", "heads", "head_dim"), bias_metadata=names("heads", "head_dim"))
+        self.q = nnx.LinearGeneral(width, (heads, head_dim), **qkv, **kw)
+        self.k = nnx.LinearGeneral(width, (heads, head_dim), **qkv, **kw)
+        self.v = nnx.LinearGeneral(width, (heads, head_dim), **qkv, **kw)
+        self.out = nnx.LinearGeneral(
+            (heads, head_dim), width, axis=(-2, -1), **kw,
+            kernel_metadata=names("heads", "head_dim", "embed"), bias_metadata=names("embed"),
+        )
+
+    def __call__(self, x: jax.Array, key: jax.Array | None, kind: str, block_q: int, block_k: int) -> jax.Array:
+        q, k, v = (constrain(f(x), "batch", "length", "heads", "head_dim") for f in (self.q, self.k, self.v))
+        return dropout(self.out(attention(q, k, v, kind, block_q, block_k)), self.rate, key)
