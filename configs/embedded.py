@@ -1,0 +1,36 @@
+"""Embedded MNIST-5k (32x32x1, 10 classes): diffusion teacher, sCT or sCD on a small DiT, on CPU in minutes.
+
+    scm-train --config=configs/embedded.py:diffusion --workdir=runs/teacher
+    scm-train --config=configs/embedded.py:sct --workdir=runs/sct
+    scm-train --config=configs/embedded.py:scd --workdir=runs/scd --config.scm.teacher_workdir=runs/teacher
+
+Append `,smoke` (e.g. `:sct,smoke`) for a seconds-long run of a tiny model (tests, CI).
+"""
+from configs.base import get_base_config
+
+OBJECTIVES = ("diffusion", "sct", "scd")
+
+
+def get_config(arg: str = "diffusion"):
+    objective, *flags = arg.split(",")
+    if objective not in OBJECTIVES or any(f != "smoke" for f in flags):
+        raise ValueError(f"config arg {arg!r}: use one of {OBJECTIVES}, optionally followed by ',smoke'.")
+    c = get_base_config()
+    c.objective = objective
+    c.model.update(patch_size=4, hidden_size=128, depth=4, num_heads=4, dropout=0.0)
+    c.optim.update(name="adam", lr=1e-3, warmup_steps=100, grad_clip=1.0)
+    c.train.update(batch_size=64, steps=2_000, log_every=50, ema_half_lives_mimg=(0.02,))
+    c.checkpoint.update(every_steps=500, keep=2)
+    c.sample.update(every_steps=1_000, num=64)
+    c.eval.update(every_steps=0, num_samples=500)
+    c.scm.update(warmup_steps=400, teacher_weights="ema_0.02")
+    if objective != "diffusion":
+        c.optim.lr = 3e-4
+    if "smoke" in flags:
+        c.model.update(patch_size=8, hidden_size=32, depth=1, num_heads=2)
+        c.train.update(batch_size=16, steps=6, log_every=2)
+        c.checkpoint.update(every_steps=3, async_save=False)
+        c.sample.update(every_steps=6, num=16)
+        c.scm.warmup_steps = 3
+    c.lock()
+    return c

@@ -1,0 +1,177 @@
+"""train_and_evaluate(config, workdir): the whole training job, resumable by rerunning the same command.
+
+data -> sharded state (restored if the workdir has a checkpoint) -> jitted steps -> logs, sample grids,
+checkpoints. SIGTERM / SIGINT save the current step and return; non-finite updates are skipped and counted.
+"""
+import os
+import signal
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from ml_collections import ConfigDict
+
+from scm_jax.data.pipeline import make_loader
+from scm_jax.data.sources import DataOptions, open_source
+from scm_jax.parallel.mesh import make_mesh
+from scm_jax.samplers import consistency, generate
+from scm_jax.samplers.images import save_grid, to_uint8
+from scm_jax.train import runs
+from scm_jax.train.log import Writer
+from scm_jax.train.optim import learning_rate, make_optimizer
+from scm_jax.train.state import Setup, make_setup, sharded_init
+from scm_jax.train.step import make_train_step, model_apply
+from scm_jax.train.validate import validate_config
+
+
+def train_and_evaluate(config: ConfigDict, workdir: str) -> dict:
+    """Trains `config` in `workdir`; returns the final state."""
+    validate_config(config)
+    os.makedirs(workdir, exist_ok=True)
+    mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+    setup = make_setup(config, mesh, make_optimizer(config.optim))
+    teacher_fn, teacher_params = load_teacher(config, mesh)
+    loader = data_loader(config)
+    ckpt = runs.checkpointer(config, workdir)
+    restored = ckpt.restore(setup.abstract)
+    if restored is None:
+        state = sharded_init(setup, jax.random.key(config.seed))
+        if teacher_params is not None and config.scm.init_from_teacher:
+            state = start_from(state, teacher_params, setup)
+        logging.info("initialised a new run in %s", workdir)
+    else:
+        start, state, data_state, _ = restored
+        loader.set_state(data_state)
+        logging.info("resumed %s at step %d", workdir, start)
+    runs.write_config(config, workdir)
+    train_step = make_train_step(setup, config, teacher_fn)
+    with Writer(workdir) as writer, Preemption() as preempted:
+        state = run_steps(config, setup, state, train_step, loader, ckpt, writer, workdir, preempted)
+    ckpt.wait()
+    ckpt.close()
+    return state
+
+
+def run_steps(config, setup, state, train_step, loader, ckpt, writer, workdir, preempted) -> dict:
+    step, total, bad_run = int(state["step"]), config.train.steps, 0
+    window, t_window, first = [], time.time(), step
+    batch_sharding = jax.sharding.NamedSharding(setup.mesh, jax.sharding.PartitionSpec(("data", "fsdp")))
+    while step < total:
+        local = next(loader)
+        batch = {k: jax.make_array_from_process_local_data(batch_sharding, v) for k, v in local.items()}
+        state, metrics = train_step(state, batch)
+        step += 1
+        window.append(metrics)
+        if step % config.train.log_every == 0 or step == total:
+            window = jax.device_get(window)
+            finite = [bool(m.pop("finite")) for m in window]
+            skipped = finite.count(False)
+            trailing = next((i for i, ok in enumerate(reversed(finite)) if ok), None)  # bad steps at the end
+            bad_run = bad_run + len(finite) if trailing is None else trailing
+            summary = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
+            elapsed = time.time() - t_window
+            summary.update(lr=learning_rate(config.optim, step), skipped_steps=skipped,
+                           img_per_s=len(window) * config.train.batch_size / elapsed,
+                           step_time_s=elapsed / len(window))
+            writer.scalars(step, summary)
+            logging.info("step %d/%d  %s  eta %s", step, total, _fmt(summary),
+                         _eta((total - step) * summary["step_time_s"]))
+            if bad_run >= config.train.max_bad_steps:
+                raise FloatingPointError(
+                    f"{bad_run} consecutive steps up to {step} had a non-finite loss or gradient; updates were "
+                    f"skipped, the last good checkpoint is step {ckpt.latest_step()}. Lower optim.lr, enable "
+                    "optim.grad_clip or check the data.")
+            window, t_window = [], time.time()
+        if config.sample.every_steps and (step % config.sample.every_steps == 0 or step == total):
+            write_samples(config, setup, state, writer, workdir, step)
+        if preempted.flag or step == total:
+            ckpt.save(step, state, data_state=loader.get_state(), config_json=config.to_json(), force=True)
+            if preempted.flag:
+                logging.warning("preempted (signal %s): saved step %d; rerun the same command to resume.",
+                                preempted.flag, step)
+                break
+        else:
+            ckpt.save(step, state, data_state=loader.get_state(), config_json=config.to_json())
+    logging.info("finished %d steps (%d this session)", step, step - first)
+    return state
+
+
+def data_loader(config: ConfigDict):
+    d = config.data
+    source = open_source(DataOptions(name=d.name, data_dir=d.data_dir or None, split=d.split, kind=d.kind))
+    return make_loader(source, global_batch_size=config.train.batch_size, process_index=jax.process_index(),
+                       process_count=jax.process_count(), seed=config.seed, kind=d.kind,
+                       image_shape=(d.image_size, d.image_size, d.channels))
+
+
+def load_teacher(config: ConfigDict, mesh):
+    """sCD: the diffusion teacher's F (TrigFlow parameterisation) and its weights; (None, None) otherwise."""
+    if config.objective != "scd":
+        return None, None
+    t_config, t_setup, t_params, t_step = runs.load_weights(config.scm.teacher_workdir, config.scm.teacher_weights,
+                                                            mesh)
+    if t_config.objective != "diffusion":
+        raise ValueError(f"the sCD teacher in {config.scm.teacher_workdir} was trained with objective "
+                         f"{t_config.objective!r}; sCD distils a diffusion run.")
+    logging.info("sCD teacher: %s step %d (%s)", config.scm.teacher_workdir, t_step, config.scm.teacher_weights)
+    apply = model_apply(t_setup.graphdef, t_params)
+    return (lambda x, t, labels=None: apply(x, t, labels)[0]), t_params
+
+
+def start_from(state: dict, teacher_params: dict, setup: Setup) -> dict:
+    """sCD initialised from the teacher: copy every parameter the student shares with it (same path and shape)."""
+    flat_t = dict(jax.tree_util.tree_flatten_with_path(teacher_params)[0])
+
+    def pick(path, p):
+        t = flat_t.get(path)
+        return p if t is None or t.shape != p.shape else t.astype(p.dtype)
+
+    def fresh(state):  # one jit so every leaf gets its own (donatable) buffer in the target sharding
+        params = jax.tree_util.tree_map_with_path(pick, state["params"])
+        return {**state, "params": params, "opt_state": setup.tx.init(params),
+                "ema": {name: jax.tree.map(lambda p: p.astype(jnp.float32), params) for name in state["ema"]}}
+    return jax.jit(fresh, out_shardings=setup.shardings)(state)
+
+
+def write_samples(config, setup, state, writer, workdir, step) -> None:
+    """Grids from the first EMA: 1- and 2-step for consistency models, Heun (NFE 35) for diffusion."""
+    apply = model_apply(setup.graphdef, next(iter(state["ema"].values())))
+    d, n = config.data, config.sample.num
+    shape = (n, d.image_size, d.image_size, d.channels)
+    labels = jnp.arange(n) % d.num_classes if d.num_classes else None
+    guidance = jnp.full((n,), config.scm.guidance_hi) if setup.model_cfg.guidance_embed else None
+    methods = [generate.Method(solver="heun", N=18)] if config.objective == "diffusion" else [
+        generate.Method(times=consistency.ONE_STEP), generate.Method(times=consistency.TWO_STEP)]
+    os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
+    for method in methods:
+        sample = jax.jit(generate.sampler(apply, method, shape))
+        images = to_uint8(jax.device_get(sample(jax.random.key(config.seed + 1), labels, guidance)))
+        writer.images(step, f"samples/{method.name}", images)
+        if jax.process_index() == 0:
+            save_grid(os.path.join(workdir, "samples", f"{method.name}_{step:07d}.png"), images)
+
+
+class Preemption:
+    """SIGTERM / SIGINT set `flag` (the signal number); the loop saves the current step and returns."""
+
+    def __enter__(self):
+        self.flag = 0
+        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+        return self
+
+    def _handle(self, signum, frame):
+        self.flag = signum
+
+    def __exit__(self, *exc):
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
+
+
+def _fmt(summary: dict) -> str:
+    return "  ".join(f"{k}={float(v):.4g}" for k, v in sorted(summary.items()))
+
+
+def _eta(seconds: float) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(max(seconds, 0)))

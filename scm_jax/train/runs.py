@@ -1,0 +1,55 @@
+"""A run's workdir: its config.json and checkpoints; loading another run's weights (sCD teacher, sampling)."""
+import json
+import os
+from typing import Optional
+
+import jax
+from ml_collections import ConfigDict
+
+from scm_jax.checkpoint import Checkpointer
+from scm_jax.train import ema
+from scm_jax.train.optim import make_optimizer
+from scm_jax.train.state import Setup, make_setup
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+
+
+def write_config(config: ConfigDict, workdir: str) -> None:
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, CONFIG_FILE), "w") as fh:
+            fh.write(config.to_json(indent=2))
+
+
+def read_config(workdir: str) -> ConfigDict:
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} does not exist: {workdir!r} is not a scm-train workdir "
+                                "(train one with scm-train --workdir=...).")
+    with open(path) as fh:
+        return ConfigDict(json.load(fh))
+
+
+def ema_names(config: ConfigDict) -> list[str]:
+    return [ema.ema_name(h) for h in config.train.ema_half_lives_mimg]
+
+
+def checkpointer(config: ConfigDict, workdir: str) -> Checkpointer:
+    c = config.checkpoint
+    return Checkpointer(os.path.join(workdir, CHECKPOINT_DIR), keep=c.keep, save_interval_steps=c.every_steps,
+                        async_save=c.async_save)
+
+
+def load_weights(workdir: str, weights: str, mesh: jax.sharding.Mesh,
+                 step: Optional[int] = None) -> tuple[ConfigDict, Setup, dict, int]:
+    """(config, setup, params, step) of `weights` ("params" or an EMA name like "ema_0.5") of a finished run."""
+    config = read_config(workdir)
+    setup = make_setup(config, mesh, make_optimizer(config.optim))
+    restored = checkpointer(config, workdir).restore(setup.abstract, step=step)
+    if restored is None:
+        raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, CHECKPOINT_DIR)}; train the run first.")
+    ckpt_step, state, _, _ = restored
+    choices = ["params", *state["ema"]]
+    if weights not in choices:
+        raise ValueError(f"weights={weights!r} is not in the checkpoint of {workdir}; choose one of {choices}.")
+    return config, setup, state["params"] if weights == "params" else state["ema"][weights], ckpt_step
