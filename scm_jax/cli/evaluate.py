@@ -1,0 +1,112 @@
+"""scm-evaluate: samples (.npz in the ADM format, or an image folder) -> metrics as JSON.
+
+    scm-evaluate --samples=runs/sct/samples/2step_1000.npz --metric=mnist          # offline, embedded data
+    scm-evaluate --samples=s.npz --metric=inception --inception_weights=inception_fid.npz --ref=cifar10_ref.npz
+    scm-evaluate --metric=inception --inception_weights=... --ref_data=cifar10 --data_dir=~/tfds --save_ref=ref.npz
+
+mnist: Fréchet distance in the shipped MNIST classifier's feature space, precision/recall (k = 3), confidence,
+class entropy and, with labels (arr_1), class accuracy. inception: FID (pool3, the FID network's semantics),
+Inception Score (10 splits) and, when the reference has features (--ref_data), precision/recall. Inception
+weights load from a local file only (see scm_jax.eval.convert_inception).
+"""
+import json
+import os
+
+import numpy as np
+from absl import flags, logging
+
+from scm_jax.cli.common import run_app
+from scm_jax.data.pipeline import make_loader
+from scm_jax.data.sources import DataOptions, open_source
+from scm_jax.eval import metrics
+from scm_jax.eval.embedded_metric import evaluate_samples
+from scm_jax.eval.extractor import get_extractor
+from scm_jax.samplers.images import to_uint8
+
+_SAMPLES = flags.DEFINE_string("samples", None, ".npz (arr_0 uint8 NHWC, optional arr_1 labels) or image folder.")
+_METRIC = flags.DEFINE_enum("metric", "mnist", ["mnist", "inception"], "Feature network.")
+_WEIGHTS = flags.DEFINE_string("inception_weights", None, "Converted FID Inception weights (.npz).")
+_REF = flags.DEFINE_string("ref", None, "Reference statistics .npz (mu, sigma), ours or an ADM reference batch.")
+_REF_DATA = flags.DEFINE_string("ref_data", None, "Compute the reference from this data set (tfds name).")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "tfds data dir of --ref_data.")
+_REF_NUM = flags.DEFINE_integer("ref_num", 50_000, "Images of --ref_data to use (at most the split size).")
+_SAVE_REF = flags.DEFINE_string("save_ref", None, "Write the reference statistics computed from --ref_data here.")
+_OUT = flags.DEFINE_string("out", None, "Write the metrics as JSON here (default: next to --samples).")
+
+
+def load_samples(path: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """uint8 NHWC images and labels (or None) from an ADM .npz or a folder of PNG/JPEG files."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"--samples={path} does not exist; make samples with scm-sample.")
+    if os.path.isdir(path):
+        from PIL import Image
+        files = sorted(f for f in os.listdir(path) if f.lower().endswith((".png", ".jpg", ".jpeg")))
+        if not files:
+            raise ValueError(f"--samples={path} holds no .png/.jpg images.")
+        images = np.stack([np.asarray(Image.open(os.path.join(path, f))) for f in files])
+        return (images[..., None] if images.ndim == 3 else images), None
+    with np.load(path) as npz:
+        if "arr_0" not in npz:
+            raise ValueError(f"{path} has keys {sorted(npz.keys())}; an ADM sample file has arr_0 (uint8 NHWC).")
+        return npz["arr_0"], (npz["arr_1"] if "arr_1" in npz else None)
+
+
+def reference_features(extractor) -> np.ndarray:
+    """Features of --ref_num images of --ref_data, read by the trainer's data layer."""
+    source = open_source(DataOptions(name=_REF_DATA.value, data_dir=_DATA_DIR.value))
+    n = min(_REF_NUM.value, len(source))
+    batch = next(make_loader(source, global_batch_size=n, process_index=0, process_count=1, seed=0,
+                             shuffle=False))
+    return extractor.features(to_uint8(batch["image"]))
+
+
+def reference(extractor) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(mu, sigma, features or None) from --ref_data (saved to --save_ref if given) or --ref."""
+    if _REF_DATA.value:
+        features = reference_features(extractor)
+        mu, sigma = metrics.feature_statistics(features)
+        if _SAVE_REF.value:
+            metrics.save_stats(_SAVE_REF.value, mu, sigma)
+            logging.info("reference statistics of %d images of %s -> %s", len(features), _REF_DATA.value,
+                         _SAVE_REF.value)
+        return mu, sigma, features
+    if _REF.value:
+        return (*metrics.load_stats(_REF.value, dim=extractor.feature_dim), None)
+    raise ValueError("--metric=inception needs a reference: --ref=stats.npz or --ref_data=NAME.")
+
+
+def inception_metrics(images: np.ndarray | None) -> dict:
+    extractor = get_extractor("inception", _WEIGHTS.value)
+    mu_r, sigma_r, ref_features = reference(extractor)
+    if images is None:
+        return {}
+    features, logits = extractor.features_and_logits(images)
+    out = dict(zip(("inception_score", "inception_score_std"), metrics.inception_score(logits)))
+    out["fid"] = metrics.frechet_distance(*metrics.feature_statistics(features), mu_r, sigma_r)
+    if ref_features is not None:
+        out.update(metrics.precision_recall(ref_features, features))
+    return out
+
+
+def main(argv) -> None:
+    del argv
+    if _SAMPLES.value is None:
+        if _METRIC.value == "inception" and _REF_DATA.value and _SAVE_REF.value:
+            inception_metrics(None)  # only the reference statistics
+            return
+        raise ValueError("--samples is required (an .npz from scm-sample or an image folder).")
+    images, labels = load_samples(_SAMPLES.value)
+    result = evaluate_samples(images, labels) if _METRIC.value == "mnist" else inception_metrics(images)
+    result = {"samples": _SAMPLES.value, "metric": _METRIC.value, "num": int(len(images)), **result}
+    out = _OUT.value or os.path.splitext(_SAMPLES.value)[0] + f".{_METRIC.value}.json"
+    with open(out, "w") as fh:
+        json.dump(result, fh, indent=2)
+    logging.info("%s -> %s", json.dumps(result), out)
+
+
+def run() -> None:
+    run_app(main)
+
+
+if __name__ == "__main__":
+    run()
