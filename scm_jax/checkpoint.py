@@ -40,8 +40,10 @@ class Checkpointer:
             raise ValueError(f"keep={keep} and save_interval_steps={save_interval_steps} must both be >= 1.")
         self.directory = epath.Path(directory)
         _check_writable(self.directory)
+        # FixedIntervalPolicy alone: Orbax's default also saves the first step of every fresh run (a full
+        # 1.5B-parameter write at step 1); preemption and the final step are saved by the loop with force=True.
         options = ocp.CheckpointManagerOptions(
-            save_interval_steps=save_interval_steps,
+            save_decision_policy=ocp.checkpoint_managers.FixedIntervalPolicy(save_interval_steps),
             preservation_policy=ocp.checkpoint_managers.LatestN(n=keep),
             enable_async_checkpointing=async_save,
         )

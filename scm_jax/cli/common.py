@@ -5,7 +5,7 @@ from typing import Callable
 
 from absl import app, logging
 
-USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, FloatingPointError)
+USER_ERRORS = (ValueError, OSError, FloatingPointError)  # OSError: missing files, permissions, full disk
 
 
 class _QuietOrbax(pylogging.Filter):

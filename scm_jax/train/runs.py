@@ -13,12 +13,16 @@ from scm_jax.train.state import Setup, make_setup
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
+REQUIRED_KEYS = ("objective", "data", "model", "train", "optim", "checkpoint")
 
 
 def write_config(config: ConfigDict, workdir: str) -> None:
+    """Atomically (temp file + rename): a kill mid-write leaves the previous config.json intact."""
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, CONFIG_FILE), "w") as fh:
+        path = os.path.join(workdir, CONFIG_FILE)
+        with open(path + ".tmp", "w") as fh:
             fh.write(config.to_json(indent=2))
+        os.replace(path + ".tmp", path)
 
 
 def read_config(workdir: str) -> ConfigDict:
@@ -26,8 +30,17 @@ def read_config(workdir: str) -> ConfigDict:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} does not exist: {workdir!r} is not a scm-train workdir "
                                 "(train one with scm-train --workdir=...).")
-    with open(path) as fh:
-        return ConfigDict(json.load(fh))
+    try:
+        with open(path) as fh:
+            config = ConfigDict(json.load(fh))
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as e:
+        raise ValueError(f"{path} is not valid config JSON ({e}); rewrite it by rerunning the run's scm-train "
+                         "command in this workdir.") from None
+    missing = [k for k in REQUIRED_KEYS if k not in config]
+    if missing:
+        raise ValueError(f"{path} lacks {missing}: it is not an scm-train config; rerun the run's scm-train "
+                         "command in this workdir to rewrite it.")
+    return config
 
 
 def ema_names(config: ConfigDict) -> list[str]:

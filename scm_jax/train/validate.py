@@ -1,29 +1,112 @@
-"""Config validation before any compute: each problem is one clear error naming the fix."""
+"""Validation before any compute: config, data, workdir. Each problem is one clear error naming the fix."""
+import errno
+import os
+import shutil
+from typing import Any
+
 import jax
+import numpy as np
 from ml_collections import ConfigDict
 
 from scm_jax.parallel.mesh import mesh_shape
 from scm_jax.parallel.sharding import RULES
 
-OBJECTIVES = ("diffusion", "sct", "scd")
+OBJECTIVES = ("diffusion", "sct", "scd", "cd", "ct", "ict", "ect", "pcm", "pscm")
+PHASED_OBJECTIVES = ("pcm", "pscm")  # distil the teacher when pcm.distill
+TEACHER_OBJECTIVES = ("scd", "cd", "ect")  # distil (sCD, CD) or tune (ECT) the diffusion run in scm.teacher_workdir
+POSITIVE = ("train.batch_size", "train.steps", "train.log_every", "train.max_bad_steps", "optim.lr",
+            "checkpoint.every_steps", "checkpoint.keep", "model.patch_size", "model.hidden_size", "model.depth",
+            "model.num_heads", "data.image_size", "data.channels")
+NON_NEGATIVE = ("sample.every_steps", "eval.every_steps", "optim.warmup_steps", "optim.grad_clip",
+                "data.num_classes")
+SPOT_CHECKS = 16  # records read by validate_data, spread evenly over the data set
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(f"config: {message}")
+
+
+def _get(config: ConfigDict, dotted: str) -> Any:
+    node = config
+    for key in dotted.split("."):
+        node = node[key]
+    return node
 
 
 def validate_config(config: ConfigDict) -> None:
-    def require(ok: bool, message: str) -> None:
-        if not ok:
-            raise ValueError(f"config: {message}")
+    _require(config.objective in OBJECTIVES, f"objective={config.objective!r}; use one of {OBJECTIVES}.")
+    _require(config.mesh.rules in RULES, f"mesh.rules={config.mesh.rules!r}; use one of {tuple(RULES)}.")
+    for keys, ok, bound in ((POSITIVE, lambda v: v > 0, "> 0"), (NON_NEGATIVE, lambda v: v >= 0, ">= 0")):
+        for key in keys:
+            _require(ok(_get(config, key)), f"{key}={_get(config, key)!r}; it must be {bound}.")
+    _validate_shapes(config)
+    _validate_batch(config)
+    _require(len(config.train.ema_half_lives_mimg) > 0 and min(config.train.ema_half_lives_mimg) > 0,
+             f"train.ema_half_lives_mimg={config.train.ema_half_lives_mimg}; give at least one half-life > 0.")
+    _require(config.objective not in TEACHER_OBJECTIVES or bool(config.scm.teacher_workdir),
+             f"objective={config.objective!r} needs scm.teacher_workdir: the workdir of a finished diffusion run "
+             "(--config.scm.teacher_workdir=runs/teacher).")
+    _require(config.objective not in PHASED_OBJECTIVES or not config.pcm.distill or bool(config.scm.teacher_workdir),
+             f"objective={config.objective!r} with pcm.distill needs scm.teacher_workdir (a finished diffusion run), "
+             "or --config.pcm.distill=False for consistency training.")
+    _require(config.scm.guidance_lo <= config.scm.guidance_hi,
+             f"scm.guidance_lo={config.scm.guidance_lo} > scm.guidance_hi={config.scm.guidance_hi}; swap them.")
+    _require(config.data.kind in ("pixels", "latents"), f"data.kind={config.data.kind!r}; use pixels or latents.")
 
-    require(config.objective in OBJECTIVES, f"objective={config.objective!r}; use one of {OBJECTIVES}.")
-    require(config.mesh.rules in RULES, f"mesh.rules={config.mesh.rules!r}; use one of {tuple(RULES)}.")
-    data, fsdp, _ = mesh_shape(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, jax.device_count())
-    require(config.train.batch_size % (data * fsdp) == 0,
-            f"train.batch_size={config.train.batch_size} is not divisible by the data-parallel size "
-            f"data*fsdp={data * fsdp}; use a multiple of it.")
-    require(config.train.batch_size % jax.process_count() == 0,
-            f"train.batch_size={config.train.batch_size} is not divisible by {jax.process_count()} processes.")
-    require(config.train.steps > 0 and config.train.log_every > 0, "train.steps and train.log_every must be > 0.")
-    require(len(config.train.ema_half_lives_mimg) > 0, "train.ema_half_lives_mimg needs at least one half-life.")
-    require(config.objective != "scd" or bool(config.scm.teacher_workdir),
-            "objective='scd' needs scm.teacher_workdir: the workdir of a finished diffusion run "
-            "(--config.scm.teacher_workdir=runs/teacher).")
-    require(config.data.kind in ("pixels", "latents"), f"data.kind={config.data.kind!r}; use pixels or latents.")
+
+def _validate_shapes(config: ConfigDict) -> None:
+    m, d = config.model, config.data
+    _require(d.image_size % m.patch_size == 0,
+             f"data.image_size={d.image_size} is not divisible by model.patch_size={m.patch_size}.")
+    _require(m.hidden_size % m.num_heads == 0,
+             f"model.hidden_size={m.hidden_size} is not divisible by model.num_heads={m.num_heads}.")
+
+
+def _validate_batch(config: ConfigDict) -> None:
+    m = config.mesh
+    data, fsdp, _ = mesh_shape(m.data, m.fsdp, m.tensor, jax.device_count(), m.dcn)
+    _require(config.train.batch_size % (m.dcn * data * fsdp) == 0,
+             f"train.batch_size={config.train.batch_size} is not divisible by the data-parallel size "
+             f"dcn*data*fsdp={m.dcn * data * fsdp}; use a multiple of it.")
+    _require(config.train.batch_size % jax.process_count() == 0,
+             f"train.batch_size={config.train.batch_size} is not divisible by {jax.process_count()} processes.")
+
+
+def validate_data(source, config: ConfigDict) -> None:
+    """Spot-checks records spread over `source` against config.data: finite values, labels in [0, num_classes).
+
+    The loader checks dtype and shape against the kind and the model input (scm_jax.data.pipeline)."""
+    n, d = len(source), config.data
+    for i in sorted({k * (n - 1) // (SPOT_CHECKS - 1) for k in range(SPOT_CHECKS)}):
+        record = source[i]
+        image = np.asarray(record["image"])
+        if not np.isfinite(image).all():
+            raise ValueError(f"data: record {i} of {d.name!r} holds non-finite values (NaN or inf); "
+                             "clean the data set and rebuild it.")
+        label = int(record.get("label", 0))
+        if d.num_classes and not 0 <= label < d.num_classes:
+            raise ValueError(f"data: record {i} of {d.name!r} has label {label}, outside [0, data.num_classes="
+                             f"{d.num_classes}); set data.num_classes to the set's number of classes.")
+
+
+def validate_workdir(workdir: str) -> None:
+    """Creates `workdir` and writes a probe file into it."""
+    probe = os.path.join(workdir, f".write_probe_{jax.process_index()}")
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        with open(probe, "w") as fh:
+            fh.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise PermissionError(f"workdir {workdir!r} is not writable ({e.strerror or e}); "
+                              "point --workdir at a writable directory with free space.") from e
+
+
+def validate_free_space(workdir: str, abstract_state: Any) -> None:
+    """The workdir's disk must hold at least one more checkpoint of `abstract_state`."""
+    need = sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(abstract_state))
+    free = shutil.disk_usage(workdir).free
+    if free < need:
+        raise OSError(errno.ENOSPC, f"workdir {workdir!r} has {free / 2**20:.1f} MiB free but one checkpoint of "
+                                    f"this run takes {need / 2**20:.1f} MiB; free space or use another --workdir.")

@@ -1,0 +1,93 @@
+"""Bad config, data, checkpoint or workdir: one clear error naming the problem, before any compute."""
+import errno
+import shutil
+from collections import namedtuple
+
+import numpy as np
+import pytest
+
+from scm_jax.data.build import build
+from scm_jax.train import runs
+from scm_jax.train.loop import train_and_evaluate
+from tests.reliability.harness import run_cli, smoke
+
+
+@pytest.mark.parametrize("change, error, match", [
+    (lambda c: setattr(c.train, "batchsize", 8), AttributeError, 'Did you mean "batch_size"'),
+    (lambda c: setattr(c.optim, "lr", "fast"), TypeError, "lr"),
+])
+def test_unknown_key_and_wrong_type_are_refused(change, error, match):
+    with pytest.raises(error, match=match):
+        change(smoke())
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"train.batch_size": 12}, "train.batch_size=12 is not divisible by the data-parallel size dcn\\*data\\*fsdp=8"),
+    ({"objective": "scd"}, "objective='scd' needs scm.teacher_workdir"),
+    ({"optim.lr": -1e-3}, "optim.lr=-0.001; it must be > 0"),
+    ({"train.max_bad_steps": 0}, "train.max_bad_steps=0; it must be > 0"),
+    ({"model.patch_size": 5}, "data.image_size=32 is not divisible by model.patch_size=5"),
+    ({"model.num_heads": 3}, "model.hidden_size=32 is not divisible by model.num_heads=3"),
+    ({"scm.guidance_lo": 3.0, "scm.guidance_hi": 1.0}, "scm.guidance_lo=3.0 > scm.guidance_hi=1.0"),
+    ({"train.ema_half_lives_mimg": (0.0,)}, "train.ema_half_lives_mimg"),
+])
+def test_inconsistent_config_fails_before_any_compute(tmp_path, overrides, match):
+    with pytest.raises(ValueError, match=f"config: {match}"):
+        train_and_evaluate(smoke(**overrides), str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_error_is_one_line_naming_the_fix(tmp_path):
+    out = run_cli(tmp_path / "run", "--config.train.batch_size=12")
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert out.stderr.strip().splitlines()[-1] == (
+        "error: ValueError: config: train.batch_size=12 is not divisible by the data-parallel size dcn*data*fsdp=8; "
+        "use a multiple of it.")
+    assert not (tmp_path / "run").exists()
+
+
+def _data_set(tmp_path, images: np.ndarray, labels: np.ndarray) -> dict:
+    np.savez(tmp_path / "set.npz", images=images, labels=labels)
+    build(str(tmp_path / "set.npz"), "bad_set", str(tmp_path / "data"))
+    return {"data.name": "bad_set", "data.data_dir": str(tmp_path / "data")}
+
+
+_RNG = np.random.default_rng(0)
+_PIXELS = _RNG.integers(0, 256, (32, 32, 32, 1), dtype=np.uint8)
+_LABELS = np.arange(32) % 10
+_NAN_LATENTS = np.where(np.arange(32)[:, None, None, None] == 31, np.nan, _PIXELS / 255.0).astype(np.float32)
+
+
+@pytest.mark.parametrize("images, labels, overrides, match", [
+    (_PIXELS, _LABELS + 5, {}, r"record \d+ of 'bad_set' has label 1[0-4], outside \[0, data.num_classes=10\)"),
+    (_NAN_LATENTS, _LABELS, {"data.kind": "latents"}, "record 31 of 'bad_set' holds non-finite values"),
+    (_PIXELS / 255.0, _LABELS, {}, "kind='pixels' needs uint8 images"),
+    (_PIXELS[:, :28, :28], _LABELS, {}, r"images of shape \(28, 28, 1\), expected \(32, 32, 1\)"),
+], ids=["label range", "NaN latents", "dtype", "shape"])
+def test_bad_data_fails_before_any_compute(tmp_path, images, labels, overrides, match):
+    config = smoke(**_data_set(tmp_path, images, labels), **overrides)
+    with pytest.raises(ValueError, match=match):
+        train_and_evaluate(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run" / runs.CHECKPOINT_DIR).exists()
+
+
+def test_unwritable_workdir(tmp_path):
+    (tmp_path / "a_file").write_text("")  # a path under a regular file cannot be created, even as root
+    with pytest.raises(PermissionError, match="workdir .*a_file/run' is not writable .*Not a directory"):
+        train_and_evaluate(smoke(), str(tmp_path / "a_file" / "run"))
+
+
+def test_full_workdir(tmp_path, monkeypatch):
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(2**30, 2**30 - 2**10, 2**10))
+    with pytest.raises(OSError, match=r"has 0.0 MiB free but one checkpoint of this run takes [\d.]+ MiB") as e:
+        train_and_evaluate(smoke(), str(tmp_path / "run"))
+    assert e.value.errno == errno.ENOSPC
+    assert not (tmp_path / "run" / runs.CHECKPOINT_DIR).exists()
+
+
+@pytest.mark.parametrize("text, match", [("{\"objective\": ", "not valid config JSON"), ("{}", "lacks")])
+def test_corrupt_config_json_is_one_clear_error(tmp_path, text, match):
+    (tmp_path / "config.json").write_text(text)
+    with pytest.raises(ValueError, match=match):
+        runs.read_config(str(tmp_path))
