@@ -18,9 +18,9 @@ from absl import flags, logging
 from scm_jax.cli.common import run_app
 from scm_jax.data.pipeline import make_loader
 from scm_jax.data.sources import DataOptions, open_source
-from scm_jax.eval import metrics
-from scm_jax.eval.embedded_metric import evaluate_samples
+from scm_jax.eval import metrics, scores
 from scm_jax.eval.extractor import get_extractor
+from scm_jax.eval.images import require_uint8
 from scm_jax.samplers.images import to_uint8
 
 _SAMPLES = flags.DEFINE_string("samples", None, ".npz (arr_0 uint8 NHWC, optional arr_1 labels) or image folder.")
@@ -44,11 +44,11 @@ def load_samples(path: str) -> tuple[np.ndarray, np.ndarray | None]:
         if not files:
             raise ValueError(f"--samples={path} holds no .png/.jpg images.")
         images = np.stack([np.asarray(Image.open(os.path.join(path, f))) for f in files])
-        return (images[..., None] if images.ndim == 3 else images), None
+        return require_uint8(images[..., None] if images.ndim == 3 else images, path), None
     with np.load(path) as npz:
         if "arr_0" not in npz:
             raise ValueError(f"{path} has keys {sorted(npz.keys())}; an ADM sample file has arr_0 (uint8 NHWC).")
-        return npz["arr_0"], (npz["arr_1"] if "arr_1" in npz else None)
+        return require_uint8(npz["arr_0"], f"{path} (arr_0)"), (npz["arr_1"] if "arr_1" in npz else None)
 
 
 def reference_features(extractor) -> np.ndarray:
@@ -60,32 +60,27 @@ def reference_features(extractor) -> np.ndarray:
     return extractor.features(to_uint8(batch["image"]))
 
 
-def reference(extractor) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(mu, sigma, features or None) from --ref_data (saved to --save_ref if given) or --ref."""
-    if _REF_DATA.value:
-        features = reference_features(extractor)
-        mu, sigma = metrics.feature_statistics(features)
-        if _SAVE_REF.value:
-            metrics.save_stats(_SAVE_REF.value, mu, sigma)
-            logging.info("reference statistics of %d images of %s -> %s", len(features), _REF_DATA.value,
-                         _SAVE_REF.value)
-        return mu, sigma, features
-    if _REF.value:
-        return (*metrics.load_stats(_REF.value, dim=extractor.feature_dim), None)
-    raise ValueError("--metric=inception needs a reference: --ref=stats.npz or --ref_data=NAME.")
+def data_reference(extractor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mu, sigma, features) of --ref_data, the statistics saved to --save_ref if given."""
+    features = reference_features(extractor)
+    mu, sigma = metrics.feature_statistics(features)
+    if _SAVE_REF.value:
+        metrics.save_stats(_SAVE_REF.value, mu, sigma)
+        logging.info("reference statistics of %d images of %s -> %s", len(features), _REF_DATA.value,
+                     _SAVE_REF.value)
+    return mu, sigma, features
 
 
 def inception_metrics(images: np.ndarray | None) -> dict:
-    extractor = get_extractor("inception", _WEIGHTS.value)
-    mu_r, sigma_r, ref_features = reference(extractor)
-    if images is None:
-        return {}
-    features, logits = extractor.features_and_logits(images)
-    out = dict(zip(("inception_score", "inception_score_std"), metrics.inception_score(logits)))
-    out["fid"] = metrics.frechet_distance(*metrics.feature_statistics(features), mu_r, sigma_r)
-    if ref_features is not None:
-        out.update(metrics.precision_recall(ref_features, features))
-    return out
+    """FID and IS against --ref, or against --ref_data with precision/recall too (None: only the reference)."""
+    scores.require_inception_weights(_WEIGHTS.value)
+    if _REF_DATA.value:
+        extractor = get_extractor("inception", _WEIGHTS.value)
+        mu_r, sigma_r, ref_features = data_reference(extractor)
+        return {} if images is None else scores.inception_scores(extractor, images, mu_r, sigma_r, ref_features)
+    if _REF.value:
+        return scores.make_scorer("inception", _WEIGHTS.value, _REF.value)(images, None)
+    raise ValueError("--metric=inception needs a reference: --ref=stats.npz or --ref_data=NAME.")
 
 
 def main(argv) -> None:
@@ -96,7 +91,7 @@ def main(argv) -> None:
             return
         raise ValueError("--samples is required (an .npz from scm-sample or an image folder).")
     images, labels = load_samples(_SAMPLES.value)
-    result = evaluate_samples(images, labels) if _METRIC.value == "mnist" else inception_metrics(images)
+    result = scores.make_scorer("mnist")(images, labels) if _METRIC.value == "mnist" else inception_metrics(images)
     result = {"samples": _SAMPLES.value, "metric": _METRIC.value, "num": int(len(images)), **result}
     out = _OUT.value or os.path.splitext(_SAMPLES.value)[0] + f".{_METRIC.value}.json"
     with open(out, "w") as fh:

@@ -3,29 +3,32 @@
     scm-sample --workdir=runs/sct --steps=2 --num=10000 --out=runs/sct/samples_2step.npz
     scm-sample --workdir=runs/teacher --solver=heun --ode_steps=18 --num=10000     # teacher ODE, NFE 35
     scm-sample --workdir=runs/sct --times=1.56454,1.1,0.6                          # any decreasing times
+    scm-sample --workdir=runs/pcm --num=10000             # a pcm / pscm run: edge to edge, NFE = its phases
 
---checkpoint may name a workdir or one of its step folders (runs/sct/checkpoints/2000). Deterministic for a
---seed; batches are sharded over all devices of all processes, process 0 writes the files: the .npz, a PNG
-grid of the first 64 and a .json record (step, weights, method, NFE, img/s).
+--checkpoint may name a workdir or one of its step folders (runs/sct/checkpoints/2000). Batches are sharded
+over all devices of all processes (each process computes its slice of every batch; the batches are gathered and
+process 0 writes the files: the .npz, a PNG grid of the first 64 and a .json record with step, weights, method,
+NFE, seed and img/s). Deterministic for a --seed, and the noise (drawn inside the jitted sampler with
+partitionable threefry) does not depend on the device count: on CPU, 1 and 8 devices and 2 processes x 4
+devices give identical files (tests/cli/test_sample.py); other backends may differ in the last bits of a float,
+so rarely in one uint8 level. Bad input exits with code 2 and one `error:` line naming the fix.
 """
+import functools
 import json
 import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
-from jax.experimental import multihost_utils
+from absl import flags, logging
 
 from scm_jax.cli.common import run_app
 from scm_jax.parallel.distributed import initialize
 from scm_jax.parallel.mesh import make_mesh
-from scm_jax.parallel.sharding import BATCH
 from scm_jax.samplers import consistency, generate
-from scm_jax.samplers.images import save_grid, to_uint8
+from scm_jax.samplers.images import save_grid
 from scm_jax.train import runs
-from scm_jax.train.step import model_apply
+from scm_jax.train.step import model_apply, phase_edges
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A scm-train workdir, or its checkpoints/<step> folder.")
 _WEIGHTS = flags.DEFINE_string("weights", None, "'params' or an EMA name (e.g. ema_0.5); default: the first EMA.")
@@ -51,68 +54,69 @@ def parse_checkpoint(path: str) -> tuple[str, int | None]:
     return path, None
 
 
-def method_from_flags() -> generate.Method:
+def method_from_flags(edges: tuple[float, ...] | None = None) -> generate.Method:
+    """--solver, --times, else a phased run's edge-to-edge sampler (PCM / phased sCM: `edges`), else --steps."""
     if _SOLVER.value:
         return generate.Method(solver=_SOLVER.value, N=_ODE_STEPS.value)
     if _TIMES.value:
         return generate.Method(times=tuple(float(t) for t in _TIMES.value))
+    if edges is not None:
+        return generate.Method(edges=edges)
     if _STEPS.value not in (1, 2):
-        raise app.UsageError(f"--steps={_STEPS.value}: use 1 or 2, or --times for more steps.")
+        raise ValueError(f"--steps={_STEPS.value}: use 1 or 2, or --times for more steps.")
     return generate.Method(times=consistency.ONE_STEP if _STEPS.value == 1 else consistency.TWO_STEP)
 
 
 def main(argv) -> None:
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}; options are --flag=value.")
+        raise ValueError(f"unexpected arguments {argv[1:]}; options are --flag=value.")
     if _CHECKPOINT.value is None:
-        raise app.UsageError("--checkpoint (or --workdir) is required.")
+        raise ValueError("--checkpoint (or --workdir) is required: a scm-train workdir.")
     initialize()
     workdir, step = parse_checkpoint(_CHECKPOINT.value)
-    method = method_from_flags()
-    mesh = make_mesh(-1, 1, 1)
+    if _BATCH.value % jax.device_count():
+        raise ValueError(f"--batch={_BATCH.value} must be a multiple of the {jax.device_count()} devices.")
     config = runs.read_config(workdir)
+    method = method_from_flags(phase_edges(config))
     weights = _WEIGHTS.value or runs.ema_names(config)[0]
     if _CLASS.value >= max(config.data.num_classes, 1):
-        raise app.UsageError(f"--class_label={_CLASS.value} but the run has {config.data.num_classes} classes.")
+        raise ValueError(f"--class_label={_CLASS.value} but the run has {config.data.num_classes} classes; "
+                         "use -1 for classes in turn.")
+    mesh = make_mesh(-1, 1, 1)
     config, setup, params, step = runs.load_weights(workdir, weights, mesh, step)
-    if _BATCH.value % jax.device_count():
-        raise app.UsageError(f"--batch={_BATCH.value} must be a multiple of the {jax.device_count()} devices.")
     images, labels, seconds = sample_all(config, setup, params, method)
     out = _OUT.value or os.path.join(workdir, "samples", f"{method.name}_{_NUM.value}.npz")
     if jax.process_index() == 0:
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        np.savez(out, arr_0=images, arr_1=labels)
-        save_grid(os.path.splitext(out)[0] + ".png", images[:64])
-        record = {"workdir": workdir, "step": step, "weights": weights, "method": method.name, "nfe": method.nfe,
-                  "num": len(images), "seconds": seconds, "img_per_s": len(images) / seconds,
-                  "device": f"{jax.devices()[0].platform} x{jax.device_count()}"}
-        with open(os.path.splitext(out)[0] + ".json", "w") as fh:
-            json.dump(record, fh, indent=2)
+        write(out, images, labels, {"workdir": workdir, "step": step, "weights": weights, "method": method.name,
+                                    "nfe": method.nfe, "num": len(images), "seconds": seconds,
+                                    "img_per_s": len(images) / seconds, "seed": _SEED.value,
+                                    "device": f"{jax.devices()[0].platform} x{jax.device_count()}"})
     logging.info("%s step %d (%s), %s NFE %d: %d samples in %.1f s (%.1f img/s) -> %s", workdir, step, weights,
                  method.name, method.nfe, len(images), seconds, len(images) / seconds, out)
 
 
-def sample_all(config, setup, params, method: generate.Method) -> tuple[np.ndarray, np.ndarray, float]:
-    """All --num samples in global batches of --batch; returns (uint8 NHWC, int labels, seconds)."""
-    d, B = config.data, _BATCH.value
-    shape = (B, d.image_size, d.image_size, d.channels)
-    apply = model_apply(setup.graphdef, params)
+def sample_all(config, setup, params, method: generate.Method) -> tuple[np.ndarray, np.ndarray | None, float]:
+    """All --num samples in global batches of --batch; returns (uint8 NHWC, int labels or None, seconds)."""
+    d = config.data
+    make_apply = functools.partial(model_apply, setup.graphdef)
     if _CFG.value != 1.0 and config.objective == "diffusion":
-        apply = generate.with_cfg(apply, _CFG.value, d.num_classes)
-    batch_sharding = jax.sharding.NamedSharding(setup.mesh, jax.sharding.PartitionSpec(BATCH))
-    guidance = jnp.full((B,), _CFG.value) if setup.model_cfg.guidance_embed else None
-    labels_of = lambda i: np.arange(i * B, (i + 1) * B) % max(d.num_classes, 1) if _CLASS.value < 0 else \
-        np.full(B, _CLASS.value)
-    conditioning = lambda i: jnp.asarray(labels_of(i), jnp.int32) if d.num_classes else None
-    sample = jax.jit(generate.sampler(apply, method, shape), out_shardings=batch_sharding).lower(
-        jax.random.key(0), conditioning(0), guidance).compile()  # compile before timing
-    images, start = [], time.time()
-    for i in range(-(-_NUM.value // B)):
-        x = sample(jax.random.fold_in(jax.random.key(_SEED.value), i), conditioning(i), guidance)
-        images.append(to_uint8(multihost_utils.process_allgather(x, tiled=True)))
-    seconds = time.time() - start
-    labels = np.concatenate([labels_of(i) for i in range(len(images))])
-    return np.concatenate(images)[:_NUM.value], labels[:_NUM.value].astype(np.int32), seconds
+        make_apply = lambda p: generate.with_cfg(model_apply(setup.graphdef, p), _CFG.value, d.num_classes)
+    batches = generate.Batches(_BATCH.value, (d.image_size, d.image_size, d.channels), d.num_classes,
+                               _CLASS.value, _CFG.value if setup.model_cfg.guidance_embed else None)
+    sample = generate.batch_sampler(make_apply, generate.for_objective(method, config.objective), batches, setup.mesh)
+    sample = sample.lower(params, np.int32(0), np.int32(0)).compile()  # compile before timing
+    start = time.time()
+    images, labels = generate.sample_many(sample, params, _NUM.value, _BATCH.value, _SEED.value)
+    return images, labels, time.time() - start
+
+
+def write(out: str, images: np.ndarray, labels: np.ndarray | None, record: dict) -> None:
+    """The ADM .npz (arr_1 only for a conditional run), a PNG grid of the first 64 and the .json record."""
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    np.savez(out, arr_0=images, **({} if labels is None else {"arr_1": labels}))
+    save_grid(os.path.splitext(out)[0] + ".png", images[:64])
+    with open(os.path.splitext(out)[0] + ".json", "w") as fh:
+        json.dump(record, fh, indent=2)
 
 
 def run() -> None:

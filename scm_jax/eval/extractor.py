@@ -20,6 +20,7 @@ from scm_jax.eval import inception, mnist_classifier
 from scm_jax.eval.images import check_images
 
 NAMES = ("inception", "mnist")
+_OTHER_METRIC = "use the inception metric (--metric=inception, or eval.metric='inception' in a config)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,14 +33,22 @@ class Extractor:
     num_classes: int
     apply: Callable[[np.ndarray, float, float], tuple[jax.Array, jax.Array]]  # (raw batch, scale, offset)
     batch_size: int = 100
+    image_size: int | None = None  # the only height and width the network takes; None: any (it resizes)
+
+    def check_shape(self, shape: tuple[int, ...]) -> None:
+        """Raises unless NHWC images of `shape` fit the network (channels, and size where it is fixed)."""
+        if shape[-1] > self.channels:
+            raise ValueError(f"the {self.name} extractor takes {self.channels}-channel images, got shape {shape}; "
+                             f"{_OTHER_METRIC}")
+        if self.image_size is not None and tuple(shape[1:3]) != (self.image_size,) * 2:
+            raise ValueError(f"the {self.name} extractor takes {self.image_size}x{self.image_size} images, got "
+                             f"shape {shape}; {_OTHER_METRIC}")
 
     def features_and_logits(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(features [N, feature_dim], logits [N, num_classes]) as float32 numpy."""
         images = np.asarray(images)
         pixel_range = check_images(images)
-        if images.shape[-1] > self.channels:
-            raise ValueError(f"the {self.name} extractor takes {self.channels}-channel images, got shape "
-                             f"{images.shape}")
+        self.check_shape(images.shape)
         if images.shape[0] == 0:
             raise ValueError("no images given")
         size = min(self.batch_size, images.shape[0])  # one compiled shape; the last batch is zero-padded
@@ -70,7 +79,7 @@ def get_extractor(name: str, weights_path: str | None = None, batch_size: int = 
     if name == "mnist":
         model = mnist_classifier.load_mnist_classifier(weights_path)
         return Extractor(name, 1, mnist_classifier.FEATURE_DIM, mnist_classifier.NUM_CLASSES,
-                         _bind(model, channels=1), batch_size)
+                         _bind(model, channels=1), batch_size, mnist_classifier.IMAGE_SIZE)
     raise ValueError(f"unknown feature extractor {name!r}; choose one of {NAMES}")
 
 

@@ -2,6 +2,7 @@
 
 Accepted: NHWC arrays of uint8 in [0, 255], or floats in [-1, 1] or in [0, 255]. Floats that all lie in [0, 1]
 are refused as ambiguous (a [0, 1] batch read as [-1, 1] would silently shift every feature).
+Sample files (`require_uint8`) are stricter: uint8 only, the error naming the conversion that fixes them.
 """
 import dataclasses
 
@@ -44,3 +45,22 @@ def check_images(images: np.ndarray) -> PixelRange:
     raise ValueError(
         f"float images must lie in [-1, 1] or [0, 255], got values in [{lo:.4g}, {hi:.4g}]. Clip samples to "
         "[-1, 1]; floats all in [0, 1] are ambiguous: pass uint8, or 2 * x - 1")
+
+
+
+def require_uint8(images: np.ndarray, source: str) -> np.ndarray:
+    """Sample files (ADM .npz, PNG folders) hold uint8 [0, 255]; anything else is refused with its conversion."""
+    if images.dtype == np.uint8:
+        return images
+    numeric = np.issubdtype(images.dtype, np.number) and images.size > 0
+    lo, hi = (float(images.min()), float(images.max())) if numeric else (np.nan, np.nan)
+    if -1.0 <= lo and hi <= 1.0:
+        fix = ("convert [-1, 1] samples with scm_jax.samplers.images.to_uint8(x), [0, 1] ones with "
+               "np.rint(255 * x).astype(np.uint8)")
+    elif 0.0 <= lo and hi <= 255.0:
+        fix = "convert them with np.rint(x).astype(np.uint8)"
+    else:
+        fix = ("the values lie outside [-1, 1] and [0, 255]: clip the samples to [-1, 1], then convert with "
+               "scm_jax.samplers.images.to_uint8(x)")
+    raise ValueError(f"{source} holds {images.dtype} images with values in [{lo:.4g}, {hi:.4g}], not uint8 "
+                     f"pixels in [0, 255]; {fix}")

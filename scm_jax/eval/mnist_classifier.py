@@ -23,6 +23,7 @@ from flax import nnx
 from scm_jax.data import embedded
 from scm_jax.eval import weights
 
+IMAGE_SIZE = 32
 FEATURE_DIM = 128
 NUM_CLASSES = embedded.NUM_CLASSES
 HELDOUT_PER_CLASS = 50

@@ -1,5 +1,7 @@
-"""scm-evaluate: the offline MNIST metric on real digits and bad input as one clear error."""
+"""scm-evaluate: the offline MNIST metric on real digits; bad input is one clear error line (exit code 2) naming
+the fix, checked through the binary where it is wired and on the library function where it is raised."""
 import json
+import re
 import subprocess
 import sys
 
@@ -7,6 +9,10 @@ import numpy as np
 import pytest
 
 from scm_jax.data.embedded import load_mnist5k
+from scm_jax.eval import metrics, scores
+from scm_jax.eval.extractor import get_extractor
+from scm_jax.eval.images import require_uint8
+from tests.cli.helpers import assert_one_line_error
 
 
 def evaluate(*args):
@@ -29,24 +35,47 @@ def test_real_digits_score_well_noise_scores_badly(tmp_path):
 
 
 @pytest.mark.parametrize("arrays, message", [
-    ({"arr_0": np.full((8, 32, 32, 1), 0.5, np.float32)}, "ambiguous"),
+    ({"arr_0": np.full((8, 32, 32, 1), 0.5, np.float32)}, "not uint8 pixels in [0, 255]; convert [-1, 1]"),
     ({"arr_0": np.zeros((8, 32, 32), np.uint8)}, "NHWC"),
     ({"images": np.zeros((8, 32, 32, 1), np.uint8)}, "arr_0"),
 ])
 def test_malformed_samples(tmp_path, arrays, message):
     np.savez(tmp_path / "bad.npz", **arrays)
-    rc, err = evaluate(f"--samples={tmp_path / 'bad.npz'}")
-    assert rc == 2 and message in err, err
+    assert_one_line_error(*evaluate(f"--samples={tmp_path / 'bad.npz'}"), message)
+
+
+@pytest.mark.parametrize("images, message", [
+    (np.linspace(-1, 1, 8 * 32 * 32).reshape(8, 32, 32, 1), "scm_jax.samplers.images.to_uint8(x)"),
+    (np.full((8, 32, 32, 1), 200.0), "np.rint(x).astype(np.uint8)"),
+    (np.full((8, 32, 32, 1), 1023, np.int32), "values in [1023, 1023]"),
+    (np.full((8, 32, 32, 1), -3.0), "clip the samples to [-1, 1]"),
+])
+def test_samples_of_wrong_dtype_or_range_name_the_conversion(images, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        require_uint8(images, "s.npz")
+
+
+@pytest.mark.parametrize("shape, message", [
+    ((8, 28, 28, 1), "32x32 images"), ((8, 32, 32, 3), "1-channel"), ((8, 1, 32, 32), "1-channel")])
+def test_mnist_metric_refuses_other_image_shapes(shape, message):
+    with pytest.raises(ValueError, match=message):
+        get_extractor("mnist").check_shape(shape)
 
 
 def test_inception_without_weights_names_the_converter(tmp_path):
     np.savez(tmp_path / "s.npz", arr_0=np.zeros((4, 32, 32, 3), np.uint8))
-    rc, err = evaluate(f"--samples={tmp_path / 's.npz'}", "--metric=inception")
-    assert rc == 2 and "convert_inception" in err, err
+    assert_one_line_error(*evaluate(f"--samples={tmp_path / 's.npz'}", "--metric=inception", "--ref=r.npz"),
+                          "convert_inception")
 
 
-def test_inception_missing_weights_file(tmp_path):
-    np.savez(tmp_path / "s.npz", arr_0=np.zeros((4, 32, 32, 3), np.uint8))
-    rc, err = evaluate(f"--samples={tmp_path / 's.npz'}", "--metric=inception",
-                       f"--inception_weights={tmp_path / 'none.npz'}", "--ref=x.npz")
-    assert rc == 2 and "convert_inception" in err, err
+def test_reference_of_another_feature_dimension(tmp_path):
+    metrics.save_stats(tmp_path / "ref64.npz", np.zeros(64), np.eye(64))
+    with pytest.raises(ValueError, match="statistics of 64-d features, the extractor gives 2048-d"):
+        scores.reference_stats(str(tmp_path / "ref64.npz"))
+
+
+def test_missing_weights_or_reference_files():
+    with pytest.raises(FileNotFoundError, match="convert_inception"):
+        scores.require_inception_weights("none.npz")
+    with pytest.raises(FileNotFoundError, match="--save_ref"):
+        scores.reference_stats("none.npz")

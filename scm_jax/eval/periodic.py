@@ -1,0 +1,58 @@
+"""The trainer's periodic evaluation (`config.eval`): samples of the first EMA -> metrics, built once at start-up.
+
+Consistency runs are scored at 1 and 2 steps, diffusion runs with Heun at `eval.ode_steps` noise levels (NFE
+2N - 1). `eval.metric` is "mnist" (the offline classifier's FD / accuracy on the embedded digits) or "inception"
+(FID against `eval.ref`, weights from `eval.inception_weights`). Every file is checked when the evaluator is
+made, before training; the samplers take the weights as an argument, so each compiles once for the whole run.
+"""
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+from ml_collections import ConfigDict
+
+from scm_jax.eval import scores
+from scm_jax.formulations.guidance import ApplyFn
+from scm_jax.parallel.sharding import BATCH
+from scm_jax.samplers import generate
+from scm_jax.train.step import phase_edges
+
+PREFIX = "eval"
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleEval:
+    """evaluate(params) -> {"eval/<method>/<metric>": value} for `num` samples of every method."""
+    samplers: dict[str, Callable]  # method name -> jitted sample(params, seed, i) (generate.batch_sampler)
+    score: scores.Scorer
+    num: int
+    batch_size: int
+    seed: int
+
+    def __call__(self, params: Any) -> dict[str, float]:
+        out = {}
+        for name, sample in self.samplers.items():
+            images, labels = generate.sample_many(sample, params, self.num, self.batch_size, self.seed)
+            out.update({f"{PREFIX}/{name}/{k}": float(v) for k, v in self.score(images, labels).items()})
+        return out
+
+
+def make_sample_eval(config: ConfigDict, make_apply: Callable[[Any], ApplyFn], mesh,
+                     guidance_embed: bool) -> SampleEval | None:
+    """The evaluator of `config.eval` (None when eval.every_steps is 0); raises at once on a bad setting."""
+    e, d = config.eval, config.data
+    if e.every_steps <= 0:
+        return None
+    batch_devices = math.prod(mesh.shape[axis] for axis in BATCH)
+    if d.kind != "pixels" or e.num_samples < 2 or e.batch_size % batch_devices:
+        raise ValueError(f"config: eval.every_steps={e.every_steps} needs pixel data (data.kind={d.kind!r}), "
+                         f"eval.num_samples >= 2 (got {e.num_samples}) and eval.batch_size a multiple of the "
+                         f"{batch_devices} data-parallel devices (got {e.batch_size}); or set eval.every_steps=0.")
+    image_shape = (d.image_size, d.image_size, d.channels)
+    score = scores.make_scorer(e.metric, e.inception_weights, e.ref, image_shape)
+    batches = generate.Batches(e.batch_size, image_shape, d.num_classes,
+                               guidance=config.scm.guidance_hi if guidance_embed else None)
+    samplers = {m.name: generate.batch_sampler(make_apply, m, batches, mesh)
+                for m in generate.methods_for(config.objective, e.ode_steps, phase_edges(config))}
+    return SampleEval(samplers, score, e.num_samples, e.batch_size, config.seed)

@@ -1,0 +1,70 @@
+"""The metrics of a set of samples under a named feature network, shared by scm-evaluate and the trainer:
+
+- "mnist": the offline MNIST-5k classifier metric (`embedded_metric`: FD to the real digits, precision/recall,
+  class accuracy of labelled samples, ...).
+- "inception": FID against reference statistics (`.npz` with `mu`, `sigma`) and the Inception Score, with the FID
+  Inception-v3 loaded from a local weights file.
+
+    score = make_scorer("inception", inception_weights="inception_fid.npz", ref="cifar10_ref.npz")
+    metrics = score(images_uint8_nhwc, labels)
+
+Files are checked (existence, feature dimension) before the Inception weights load, each with its fix.
+"""
+import functools
+import os
+from collections.abc import Callable
+
+import numpy as np
+
+from scm_jax.eval import embedded_metric, inception, metrics
+from scm_jax.eval.extractor import Extractor, get_extractor
+
+METRICS = ("mnist", "inception")
+Scorer = Callable[[np.ndarray, np.ndarray | None], dict[str, float]]
+MAKE_REF = "scm-evaluate --metric=inception --inception_weights=W --ref_data=NAME --save_ref=ref.npz"
+
+
+def inception_scores(extractor: Extractor, images: np.ndarray, mu_r: np.ndarray, sigma_r: np.ndarray,
+                     ref_features: np.ndarray | None = None) -> dict[str, float]:
+    """FID against (mu_r, sigma_r), Inception Score (10 splits) and, given reference features, precision/recall."""
+    features, logits = extractor.features_and_logits(images)
+    out = dict(zip(("inception_score", "inception_score_std"), metrics.inception_score(logits)))
+    out["fid"] = metrics.frechet_distance(*metrics.feature_statistics(features), mu_r, sigma_r)
+    if ref_features is not None:
+        out.update(metrics.precision_recall(ref_features, features))
+    return out
+
+
+def require_inception_weights(path: str | None) -> str:
+    """The path of the converted FID Inception-v3 weights, which must exist."""
+    if not path or not os.path.isfile(path):
+        raise FileNotFoundError(f"no Inception weights file {path or ''!r} (--inception_weights, or "
+                                f"eval.inception_weights in a config); make it once with {inception.CONVERT_COMMAND}")
+    return path
+
+
+def reference_stats(path: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """(mu, sigma) of a reference statistics file of Inception pool3 features."""
+    if not path or not os.path.isfile(path):
+        raise FileNotFoundError(f"no reference statistics file {path or ''!r} (--ref, or eval.ref in a config); "
+                                f"use an ADM reference batch or make one with {MAKE_REF}")
+    return metrics.load_stats(path, dim=inception.FEATURE_DIM)
+
+
+def make_scorer(metric: str, inception_weights: str | None = None, ref: str | None = None,
+                image_shape: tuple[int, int, int] | None = None) -> Scorer:
+    """score(images uint8 NHWC, labels or None) -> metrics; `image_shape` (HWC) is checked against the network."""
+    if metric == "mnist":
+        reference = embedded_metric.mnist_reference()
+        extractor, score = reference.extractor, functools.partial(embedded_metric.evaluate_samples,
+                                                                  reference=reference)
+    elif metric == "inception":
+        require_inception_weights(inception_weights)
+        mu_r, sigma_r = reference_stats(ref)  # before loading the weights: a bad reference fails in a second
+        extractor = get_extractor("inception", inception_weights)
+        score = lambda images, labels=None: inception_scores(extractor, images, mu_r, sigma_r)
+    else:
+        raise ValueError(f"metric {metric!r} is unknown; use one of {METRICS}")
+    if image_shape is not None:
+        extractor.check_shape((1, *image_shape))
+    return score
