@@ -4,11 +4,18 @@
     scm-train --config=configs/embedded.py:sct --workdir=runs/sct
     scm-train --config=configs/embedded.py:scd --workdir=runs/scd --config.scm.teacher_workdir=runs/teacher
 
+CM baselines in EDM form (spec §5): `:ct`, `:ict`; `:cd` and `:ect` start from (and CD distils) the teacher:
+    scm-train --config=configs/embedded.py:ect --workdir=runs/ect --config.scm.teacher_workdir=runs/teacher
+
+Phased consistency (PCM, spec §5): `:pcm` (discrete) and `:pscm` (continuous-time phased sCM) distil the teacher
+over config.pcm.phases phases (--config.pcm.distill=False: consistency training, no teacher):
+    scm-train --config=configs/embedded.py:pcm --workdir=runs/pcm --config.scm.teacher_workdir=runs/teacher
+
 Append `,smoke` (e.g. `:sct,smoke`) for a seconds-long run of a tiny model (tests, CI).
 """
 from configs.base import get_base_config
 
-OBJECTIVES = ("diffusion", "sct", "scd")
+OBJECTIVES = ("diffusion", "sct", "scd", "cd", "ct", "ict", "ect", "pcm", "pscm")
 
 
 def get_config(arg: str = "diffusion"):
@@ -24,6 +31,7 @@ def get_config(arg: str = "diffusion"):
     c.sample.update(every_steps=1_000, num=64)
     c.eval.update(every_steps=0, num_samples=500)
     c.scm.update(warmup_steps=400, teacher_weights="ema_0.02")
+    c.cm.ect.stage_steps = 250  # 8 stages in 2k steps (ECT CIFAR-10: 16 stages of 25k)
     if objective != "diffusion":
         c.optim.lr = 3e-4
     if "smoke" in flags:
@@ -32,5 +40,6 @@ def get_config(arg: str = "diffusion"):
         c.checkpoint.update(every_steps=3, async_save=False)
         c.sample.update(every_steps=6, num=16)
         c.scm.warmup_steps = 3
+        c.cm.ect.stage_steps = 2
     c.lock()
     return c

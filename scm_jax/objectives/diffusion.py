@@ -4,7 +4,6 @@ With `adaptive_weight`, the network's w_phi(t) head learns the weighting as in s
 L = exp(w_phi(t)) / D ||sigma_d F_theta - v_t||^2 - w_phi(t).
 """
 import dataclasses
-from typing import Optional
 
 import jax
 import jax.numpy as jnp

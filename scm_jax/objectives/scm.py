@@ -80,13 +80,15 @@ def normalize_tangent(g: jax.Array, kind: str, c: float) -> jax.Array:
 
 
 def tangent_F(F_minus_fn: Callable, x_in: jax.Array, t: jax.Array, dxt_dt: jax.Array,
-              opts: SCMOptions) -> tuple[jax.Array, jax.Array]:
-    """(F^-, cos(t) sin(t) sigma_d dF^-/dt) from one JVP with the rearranged tangents (spec §2).
+              opts: SCMOptions, u: Optional[jax.Array] = None) -> tuple[jax.Array, jax.Array]:
+    """(F^-, cos(u) sin(u) sigma_d dF^-/dt) from one JVP with the rearranged tangents (spec §2).
 
-    Tangents (cos t sin t dxt_dt, cos t sin t sigma_d) at primals (x_t / sigma_d, t): the factor is folded in
-    before the JVP so nothing large is multiplied after it. t and its tangent stay float32.
+    Tangents (cos u sin u dxt_dt, cos u sin u sigma_d) at primals (x_t / sigma_d, t): the factor is folded in
+    before the JVP so nothing large is multiplied after it. t and its tangent stay float32. u = t - s is the
+    angle to the consistency boundary s: u = t in sCM, t - s_m for phased sCM (objectives.pcm).
     """
-    cs = jnp.cos(t) * jnp.sin(t)
+    u = t if u is None else u
+    cs = jnp.cos(u) * jnp.sin(u)
     tx = trigflow.bcast(cs, dxt_dt) * dxt_dt
     tt = cs * opts.sigma_d
     if opts.jvp == "exact":
@@ -98,16 +100,23 @@ def tangent_F(F_minus_fn: Callable, x_in: jax.Array, t: jax.Array, dxt_dt: jax.A
     return F_minus.astype(jnp.float32), jvp_out.astype(jnp.float32)
 
 
-def scm_g(x_t: jax.Array, t: jax.Array, F_minus: jax.Array, dxt_dt: jax.Array, jvp_out: jax.Array,
+def scm_g(x_t: jax.Array, u: jax.Array, F_minus: jax.Array, dxt_dt: jax.Array, jvp_out: jax.Array,
           r: jax.Array, sigma_d: float) -> jax.Array:
-    """g = -cos^2(t) (sigma_d F^- - dxt_dt) - r (cos t sin t x_t + jvp_out)   (= cos t df^-/dt at r = 1)."""
-    c, s = trigflow.bcast(jnp.cos(t), x_t), trigflow.bcast(jnp.sin(t), x_t)
+    """g = -cos^2(u) (sigma_d F^- - dxt_dt) - r (cos u sin u x_t + jvp_out)   (= cos u df^-/dt at r = 1).
+
+    u = t - s, the angle to the boundary s (sCM: s = 0, u = t; phased sCM: the phase's lower edge).
+    """
+    c, s = trigflow.bcast(jnp.cos(u), x_t), trigflow.bcast(jnp.sin(u), x_t)
     return -c**2 * (sigma_d * F_minus - dxt_dt) - r * (c * s * x_t + jvp_out)
 
 
 def scm_loss(apply_fn: ApplyFn, apply_fn_minus: ApplyFn, batch: dict, key: jax.Array, step: jax.Array,
-             opts: SCMOptions, teacher_fn: Optional[TeacherFn] = None) -> tuple[jax.Array, dict]:
-    """sCT / sCD loss (sCM Alg. 1); batch = {"x0": [B, ...], "label"?: [B]}. Returns (loss, metrics)."""
+             opts: SCMOptions, teacher_fn: Optional[TeacherFn] = None,
+             boundary: Optional[Callable[[jax.Array], jax.Array]] = None) -> tuple[jax.Array, dict]:
+    """sCT / sCD loss (sCM Alg. 1); batch = {"x0": [B, ...], "label"?: [B]}. Returns (loss, metrics).
+
+    boundary(t) -> s, where f(x_s, s) = x_s: None is s = 0 (sCM); phased sCM passes the phase's lower edge.
+    """
     if opts.distill and teacher_fn is None:
         raise ValueError("sCD (distill=True) needs teacher_fn: load the diffusion teacher's checkpoint.")
     if opts.guided and batch.get("label") is None:
@@ -116,6 +125,7 @@ def scm_loss(apply_fn: ApplyFn, apply_fn_minus: ApplyFn, batch: dict, key: jax.A
     k_z, k_t, k_lbl, k_drop, k_s = jax.random.split(key, 5)
     z = opts.sigma_d * jax.random.normal(k_z, x0.shape, jnp.float32)
     t = trigflow.sample_t(k_t, x0.shape[:1], opts.P_mean, opts.P_std, opts.sigma_d)
+    u = t if boundary is None else t - boundary(t)  # angle to the boundary
     xt = trigflow.x_t(x0, z, t)
     x_in = xt / opts.sigma_d
     labels, guidance = batch.get("label"), None
@@ -129,13 +139,13 @@ def scm_loss(apply_fn: ApplyFn, apply_fn_minus: ApplyFn, batch: dict, key: jax.A
     def F_minus_fn(x, tt):  # same dropout mask as the student, so F_theta - F^- starts at 0
         return apply_fn_minus(x, tt, labels, guidance, k_drop)[0]
 
-    F_minus, jvp_out = jax.lax.stop_gradient(tangent_F(F_minus_fn, x_in, t, dxt_dt, opts))
-    g = normalize_tangent(scm_g(xt, t, F_minus, dxt_dt, jvp_out, r, opts.sigma_d), opts.tangent_norm,
+    F_minus, jvp_out = jax.lax.stop_gradient(tangent_F(F_minus_fn, x_in, t, dxt_dt, opts, u))
+    g = normalize_tangent(scm_g(xt, u, F_minus, dxt_dt, jvp_out, r, opts.sigma_d), opts.tangent_norm,
                           opts.tangent_c)
     F, w_phi = apply_fn(x_in, t, labels, guidance, k_drop)
     err2 = per_sample_mse(F.astype(jnp.float32) - (F_minus + g))
     if opts.prior_weight:
-        err2 = err2 / (opts.sigma_d * jnp.tan(t))
+        err2 = err2 / (opts.sigma_d * jnp.tan(u))
     loss = jnp.mean(weighted_loss(err2, w_phi, opts.adaptive_weight))
     rms = lambda a: jnp.sqrt(jnp.mean(jnp.square(a)))
     return loss, {"loss": loss, "mse": jnp.mean(err2), "g_rms": rms(g), "F_rms": rms(F),
@@ -145,11 +155,16 @@ def scm_loss(apply_fn: ApplyFn, apply_fn_minus: ApplyFn, batch: dict, key: jax.A
 def teacher_dxt_dt(teacher_fn: TeacherFn, x_in: jax.Array, t: jax.Array, labels: Optional[jax.Array],
                    key: jax.Array, opts: SCMOptions) -> tuple[jax.Array, Optional[jax.Array]]:
     """sCD: dxt_dt = sigma_d F_pretrain, with CFG F_u + s (F_c - F_u), s ~ U[lo, hi] also fed to the student."""
+    F_teacher, s = guided_teacher(teacher_fn, labels, key, opts)
+    return jax.lax.stop_gradient(opts.sigma_d * F_teacher(x_in, t).astype(jnp.float32)), s
+
+
+def guided_teacher(teacher_fn: TeacherFn, labels: Optional[jax.Array], key: jax.Array,
+                   opts: SCMOptions) -> tuple[Callable, Optional[jax.Array]]:
+    """(F(x_in, t), s): the teacher with CFG F_u + s (F_c - F_u) at a per-sample s ~ U[lo, hi] (s = None: unguided)."""
     if not opts.guided:
-        F = teacher_fn(x_in, t, labels)
-        return jax.lax.stop_gradient(opts.sigma_d * F.astype(jnp.float32)), None
+        return (lambda x, t: teacher_fn(x, t, labels)), None
     lo, hi = opts.guidance
-    s = jax.random.uniform(key, t.shape, jnp.float32, lo, hi)
-    teacher = lambda x, tt, y: (teacher_fn(x, tt, y), None)
-    F = guided_F(teacher, x_in, t, labels, s, opts.num_classes)
-    return jax.lax.stop_gradient(opts.sigma_d * F.astype(jnp.float32)), s
+    s = jax.random.uniform(key, labels.shape, jnp.float32, lo, hi)
+    teacher = lambda x, t, y: (teacher_fn(x, t, y), None)
+    return (lambda x, t: guided_F(teacher, x, t, labels, s, opts.num_classes)), s

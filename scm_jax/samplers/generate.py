@@ -1,25 +1,42 @@
-"""Sampling a trained run: a method (consistency steps or teacher ODE) over a parameter-free apply_fn.
+"""Sampling a trained run: a method (consistency steps or teacher ODE) over a parameter-free apply_fn, and
+N samples in sharded global batches.
 
-Shared by scm-sample and the trainer's periodic grids.
+Shared by scm-sample, the trainer's periodic grids and its periodic evaluation, and bench/sampling.py.
+Batches are sharded over every device of every process: each process computes its own slice, then every
+process receives the whole batch (`process_allgather`); callers write from process 0. The noise is drawn inside
+the jitted function from `fold_in(key(seed), i)` with partitionable threefry, so it does not depend on the
+device count.
 """
 import dataclasses
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
 
+from scm_jax.formulations.edm import OBJECTIVE_FORMS, EDMConsistency
 from scm_jax.formulations.guidance import ApplyFn, guided_F
-from scm_jax.samplers import consistency, ode
+from scm_jax.parallel.sharding import batch_spec
+from scm_jax.samplers import consistency, edm_consistency, ode, phased
+from scm_jax.samplers.images import to_uint8
 
 
 @dataclasses.dataclass(frozen=True)
 class Method:
-    """`times` for consistency sampling (1-step: (t_max,), 2-step: (t_max, 1.1), ...), or an ODE solver."""
+    """`times` for consistency sampling (1-step: (t_max,), 2-step: (t_max, 1.1), ...), an ODE solver, or the
+    phase `edges` of a PCM / phased-sCM run (deterministic edge-to-edge sampling, NFE M)."""
     times: tuple[float, ...] = consistency.TWO_STEP
     solver: Optional[str] = None      # "euler" | "heun": teacher ODE with N noise levels instead
     N: int = 18
+    edm: Optional[EDMConsistency] = None  # CM / iCT / ECT runs: CM Alg. 1 in EDM form at sigma = sigma_d tan(times)
+    edges: Optional[tuple[float, ...]] = None  # s_0 = 0 < ... < s_M: samplers.phased instead
 
     def __post_init__(self):
+        if self.edges is not None:
+            phased.check_edges(self.edges)
+            if self.solver is not None:
+                raise ValueError(f"Method: phase edges and solver={self.solver!r} exclude each other; give one.")
         if self.solver is None:
             consistency.check_times(self.times)
         elif self.solver not in ode.SOLVERS:
@@ -27,10 +44,14 @@ class Method:
 
     @property
     def nfe(self) -> int:
+        if self.edges is not None:
+            return len(self.edges) - 1
         return len(self.times) if self.solver is None else ode.nfe(self.solver, self.N)
 
     @property
     def name(self) -> str:
+        if self.edges is not None:
+            return f"phased{self.nfe}"
         return f"{self.solver}_nfe{self.nfe}" if self.solver else f"{len(self.times)}step"
 
 
@@ -44,7 +65,78 @@ def with_cfg(apply_fn: ApplyFn, scale: float, null_label: int) -> ApplyFn:
 
 def sampler(apply_fn: ApplyFn, method: Method, shape: tuple[int, ...]) -> Callable:
     """sample(key, labels, guidance) -> x0 in data space ([-1, 1] for pixels)."""
+    if method.edges is not None:
+        return lambda key, labels, guidance: phased.phased_sample(apply_fn, key, shape, method.edges, labels,
+                                                                  guidance)
     if method.solver is not None:
         return lambda key, labels, guidance: ode.ode_sample(apply_fn, key, shape, method.N, method.solver, labels)
+    if method.edm is not None:
+        sigmas = edm_consistency.sigmas_from_times(method.times, method.edm)
+        return lambda key, labels, guidance: edm_consistency.cm_sample(apply_fn, key, shape, sigmas, method.edm,
+                                                                       labels, guidance)
     return lambda key, labels, guidance: consistency.consistency_sample(apply_fn, key, shape, method.times,
                                                                         labels, guidance)
+
+
+def methods_for(objective: str, N: int = 18, edges: Optional[tuple[float, ...]] = None) -> list[Method]:
+    """What a run is judged by: 1- and 2-step for consistency models, Heun with N noise levels for diffusion,
+    edge-to-edge phased sampling for a phased run (PCM / phased sCM: pass its phase `edges`)."""
+    if edges is not None:
+        return [Method(edges=edges)]
+    if objective == "diffusion":
+        return [Method(solver="heun", N=N)]
+    return [for_objective(Method(times=t), objective) for t in (consistency.ONE_STEP, consistency.TWO_STEP)]
+
+
+def for_objective(method: Method, objective: str) -> Method:
+    """The method as a run of `objective` needs it: consistency steps of EDM-form runs (cd/ct/ict/ect) use CM Alg. 1."""
+    if method.solver is not None or method.edges is not None:
+        return method
+    return dataclasses.replace(method, edm=OBJECTIVE_FORMS.get(objective))
+
+
+@dataclasses.dataclass(frozen=True)
+class Batches:
+    """Global batches of `size` samples of `image_shape` (HWC); labels are classes in turn (0, 1, ...) or all
+    `class_label`; `guidance` is the scale fed to a guided student (None: the network has no guidance input)."""
+    size: int
+    image_shape: tuple[int, int, int]
+    num_classes: int = 0
+    class_label: int = -1
+    guidance: Optional[float] = None
+
+    def labels(self, i: jax.Array) -> Optional[jax.Array]:
+        """Labels of global batch i (None for an unconditional run)."""
+        if not self.num_classes:
+            return None
+        if self.class_label >= 0:
+            return jnp.full((self.size,), self.class_label, jnp.int32)
+        return ((i * self.size + jnp.arange(self.size)) % self.num_classes).astype(jnp.int32)
+
+
+def batch_sampler(make_apply: Callable[[Any], ApplyFn], method: Method, batches: Batches,
+                  mesh: jax.sharding.Mesh) -> Callable:
+    """jitted sample(params, seed, i) -> (x0 [B, H, W, C] in [-1, 1], labels [B] or None), batch-sharded.
+
+    The weights are an argument (not constants), so one compilation serves every checkpoint and EMA.
+    """
+    shape = (batches.size, *batches.image_shape)
+
+    def sample(params, seed, i):
+        labels = batches.labels(i)
+        guidance = None if batches.guidance is None else jnp.full((batches.size,), batches.guidance, jnp.float32)
+        key = jax.random.fold_in(jax.random.key(seed), i)
+        return sampler(make_apply(params), method, shape)(key, labels, guidance), labels
+
+    out = jax.sharding.NamedSharding(mesh, batch_spec(len(shape)))
+    return jax.jit(sample, out_shardings=(out, jax.sharding.NamedSharding(mesh, batch_spec(1))))
+
+
+def sample_many(sample: Callable, params: Any, num: int, batch_size: int,
+                seed: int) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """`num` samples from `batch_sampler`'s `sample` on every process: (uint8 NHWC, int32 labels or None)."""
+    outputs = [sample(params, np.int32(seed), np.int32(i)) for i in range(-(-num // batch_size))]
+    gathered = [multihost_utils.process_allgather(out, tiled=True) for out in outputs]
+    images = np.concatenate([to_uint8(x) for x, _ in gathered])[:num]
+    labels = None if gathered[0][1] is None else np.concatenate([y for _, y in gathered])[:num].astype(np.int32)
+    return images, labels
