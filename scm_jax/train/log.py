@@ -4,7 +4,14 @@ import os
 
 import jax
 import numpy as np
+from clu import metrics as clu_metrics
 from tensorboardX import SummaryWriter
+
+
+def window_means(window: list[dict]) -> dict[str, float]:
+    """The mean of every metric over the steps of a logging window (clu.metrics.Average)."""
+    return {k: float(clu_metrics.Average.from_model_output(np.asarray([m[k] for m in window])).compute())
+            for k in window[0]}
 
 
 class Writer:

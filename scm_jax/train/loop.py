@@ -3,35 +3,41 @@
 data -> sharded state (restored if the workdir has a checkpoint) -> jitted steps -> logs, sample grids,
 checkpoints. SIGTERM / SIGINT save the current step and return; non-finite updates are skipped and counted.
 """
+import functools
 import os
-import signal
 import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import logging
 from ml_collections import ConfigDict
 
 from scm_jax.data.pipeline import make_loader
 from scm_jax.data.sources import DataOptions, open_source
-from scm_jax.parallel.mesh import make_mesh
-from scm_jax.samplers import consistency, generate
+from scm_jax.eval.periodic import make_sample_eval
+from scm_jax.parallel import sharding
+from scm_jax.parallel.mesh import mesh_from_config
+from scm_jax.samplers import generate
 from scm_jax.samplers.images import save_grid, to_uint8
 from scm_jax.train import runs
-from scm_jax.train.log import Writer
+from scm_jax.train.log import Writer, window_means
 from scm_jax.train.optim import learning_rate, make_optimizer
+from scm_jax.train.preemption import Preemption
 from scm_jax.train.state import Setup, make_setup, sharded_init
-from scm_jax.train.step import make_train_step, model_apply
-from scm_jax.train.validate import validate_config
+from scm_jax.train.step import make_train_step, model_apply, phase_edges
+from scm_jax.train.validate import (PHASED_OBJECTIVES, TEACHER_OBJECTIVES, validate_config, validate_data,
+                                    validate_free_space, validate_workdir)
 
 
 def train_and_evaluate(config: ConfigDict, workdir: str) -> dict:
     """Trains `config` in `workdir`; returns the final state."""
     validate_config(config)
-    os.makedirs(workdir, exist_ok=True)
-    mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+    validate_workdir(workdir)
+    mesh = mesh_from_config(config.mesh)
     setup = make_setup(config, mesh, make_optimizer(config.optim))
+    validate_free_space(workdir, setup.abstract)
+    evaluate = make_sample_eval(config, functools.partial(model_apply, setup.graphdef), mesh,
+                                setup.model_cfg.guidance_embed)  # checks its files before any training
     teacher_fn, teacher_params = load_teacher(config, mesh)
     loader = data_loader(config)
     ckpt = runs.checkpointer(config, workdir)
@@ -48,16 +54,16 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict:
     runs.write_config(config, workdir)
     train_step = make_train_step(setup, config, teacher_fn)
     with Writer(workdir) as writer, Preemption() as preempted:
-        state = run_steps(config, setup, state, train_step, loader, ckpt, writer, workdir, preempted)
+        state = run_steps(config, setup, state, train_step, loader, ckpt, writer, workdir, preempted, evaluate)
     ckpt.wait()
     ckpt.close()
     return state
 
 
-def run_steps(config, setup, state, train_step, loader, ckpt, writer, workdir, preempted) -> dict:
+def run_steps(config, setup, state, train_step, loader, ckpt, writer, workdir, preempted, evaluate) -> dict:
     step, total, bad_run = int(state["step"]), config.train.steps, 0
     window, t_window, first = [], time.time(), step
-    batch_sharding = jax.sharding.NamedSharding(setup.mesh, jax.sharding.PartitionSpec(("data", "fsdp")))
+    batch_sharding = jax.sharding.NamedSharding(setup.mesh, jax.sharding.PartitionSpec(sharding.BATCH))
     while step < total:
         local = next(loader)
         batch = {k: jax.make_array_from_process_local_data(batch_sharding, v) for k, v in local.items()}
@@ -70,7 +76,7 @@ def run_steps(config, setup, state, train_step, loader, ckpt, writer, workdir, p
             skipped = finite.count(False)
             trailing = next((i for i, ok in enumerate(reversed(finite)) if ok), None)  # bad steps at the end
             bad_run = bad_run + len(finite) if trailing is None else trailing
-            summary = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
+            summary = window_means(window)
             elapsed = time.time() - t_window
             summary.update(lr=learning_rate(config.optim, step), skipped_steps=skipped,
                            img_per_s=len(window) * config.train.batch_size / elapsed,
@@ -86,11 +92,13 @@ def run_steps(config, setup, state, train_step, loader, ckpt, writer, workdir, p
             window, t_window = [], time.time()
         if config.sample.every_steps and (step % config.sample.every_steps == 0 or step == total):
             write_samples(config, setup, state, writer, workdir, step)
-        if preempted.flag or step == total:
+        if evaluate is not None and (step % config.eval.every_steps == 0 or step == total):
+            writer.scalars(step, evaluate(next(iter(state["ema"].values()))))
+        stop = preempted.reached(step)
+        if stop or step == total:
             ckpt.save(step, state, data_state=loader.get_state(), config_json=config.to_json(), force=True)
-            if preempted.flag:
-                logging.warning("preempted (signal %s): saved step %d; rerun the same command to resume.",
-                                preempted.flag, step)
+            if stop:
+                logging.warning("preempted: saved step %d; rerun the same command to resume.", step)
                 break
         else:
             ckpt.save(step, state, data_state=loader.get_state(), config_json=config.to_json())
@@ -101,27 +109,37 @@ def run_steps(config, setup, state, train_step, loader, ckpt, writer, workdir, p
 def data_loader(config: ConfigDict):
     d = config.data
     source = open_source(DataOptions(name=d.name, data_dir=d.data_dir or None, split=d.split, kind=d.kind))
+    validate_data(source, config)
     return make_loader(source, global_batch_size=config.train.batch_size, process_index=jax.process_index(),
                        process_count=jax.process_count(), seed=config.seed, kind=d.kind,
                        image_shape=(d.image_size, d.image_size, d.channels))
 
 
 def load_teacher(config: ConfigDict, mesh):
-    """sCD: the diffusion teacher's F (TrigFlow parameterisation) and its weights; (None, None) otherwise."""
-    if config.objective != "scd":
+    """The diffusion run in scm.teacher_workdir: (F for sCD's loss or None, weights to start from or None).
+
+    sCD and CD always need it (and start from it), ECT starts from it; sCT uses it only to initialise the student
+    (ECT-style fine-tuning) when scm.teacher_workdir is set and scm.init_from_teacher is on.
+    """
+    phased_distill = config.objective in PHASED_OBJECTIVES and config.pcm.distill  # PCM distils and starts from it
+    wanted = config.objective in TEACHER_OBJECTIVES or phased_distill or (
+        config.objective == "sct" and bool(config.scm.teacher_workdir) and config.scm.init_from_teacher)
+    if not wanted:
         return None, None
     t_config, t_setup, t_params, t_step = runs.load_weights(config.scm.teacher_workdir, config.scm.teacher_weights,
                                                             mesh)
     if t_config.objective != "diffusion":
-        raise ValueError(f"the sCD teacher in {config.scm.teacher_workdir} was trained with objective "
-                         f"{t_config.objective!r}; sCD distils a diffusion run.")
-    logging.info("sCD teacher: %s step %d (%s)", config.scm.teacher_workdir, t_step, config.scm.teacher_weights)
+        raise ValueError(f"the teacher in {config.scm.teacher_workdir} was trained with objective "
+                         f"{t_config.objective!r}; {config.objective} starts from a diffusion run.")
+    logging.info("teacher: %s step %d (%s)", config.scm.teacher_workdir, t_step, config.scm.teacher_weights)
+    if config.objective not in ("scd", "cd") and not phased_distill:  # ECT (and sCT) only start from the weights
+        return None, t_params
     apply = model_apply(t_setup.graphdef, t_params)
     return (lambda x, t, labels=None: apply(x, t, labels)[0]), t_params
 
 
 def start_from(state: dict, teacher_params: dict, setup: Setup) -> dict:
-    """sCD initialised from the teacher: copy every parameter the student shares with it (same path and shape)."""
+    """Student initialised from the teacher: copy every parameter the student shares with it (same path and shape)."""
     flat_t = dict(jax.tree_util.tree_flatten_with_path(teacher_params)[0])
 
     def pick(path, p):
@@ -130,8 +148,9 @@ def start_from(state: dict, teacher_params: dict, setup: Setup) -> dict:
 
     def fresh(state):  # one jit so every leaf gets its own (donatable) buffer in the target sharding
         params = jax.tree_util.tree_map_with_path(pick, state["params"])
+        f32 = lambda: jax.tree.map(lambda p: p.astype(jnp.float32), params)
         return {**state, "params": params, "opt_state": setup.tx.init(params),
-                "ema": {name: jax.tree.map(lambda p: p.astype(jnp.float32), params) for name in state["ema"]}}
+                "ema": {name: f32() for name in state["ema"]}, **({"target": f32()} if "target" in state else {})}
     return jax.jit(fresh, out_shardings=setup.shardings)(state)
 
 
@@ -142,8 +161,7 @@ def write_samples(config, setup, state, writer, workdir, step) -> None:
     shape = (n, d.image_size, d.image_size, d.channels)
     labels = jnp.arange(n) % d.num_classes if d.num_classes else None
     guidance = jnp.full((n,), config.scm.guidance_hi) if setup.model_cfg.guidance_embed else None
-    methods = [generate.Method(solver="heun", N=18)] if config.objective == "diffusion" else [
-        generate.Method(times=consistency.ONE_STEP), generate.Method(times=consistency.TWO_STEP)]
+    methods = generate.methods_for(config.objective, edges=phase_edges(config))
     os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
     for method in methods:
         sample = jax.jit(generate.sampler(apply, method, shape))
@@ -151,22 +169,6 @@ def write_samples(config, setup, state, writer, workdir, step) -> None:
         writer.images(step, f"samples/{method.name}", images)
         if jax.process_index() == 0:
             save_grid(os.path.join(workdir, "samples", f"{method.name}_{step:07d}.png"), images)
-
-
-class Preemption:
-    """SIGTERM / SIGINT set `flag` (the signal number); the loop saves the current step and returns."""
-
-    def __enter__(self):
-        self.flag = 0
-        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
-        return self
-
-    def _handle(self, signum, frame):
-        self.flag = signum
-
-    def __exit__(self, *exc):
-        for s, handler in self._old.items():
-            signal.signal(s, handler)
 
 
 def _fmt(summary: dict) -> str:

@@ -3,9 +3,9 @@ import os
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from scm_jax.data import pipeline, sources, storage
+from tests.fakes import write_fake_cifar10
 
 
 @pytest.fixture(scope="module")
@@ -45,20 +45,8 @@ def test_embedded_built_meanwhile_by_another_process(embedded_dir, monkeypatch):
     assert len(sources.open_source(options)) == 5000 and len(checks) == 2
 
 
-def _write_fake_cifar10(data_dir, count=16):
-    """A data set laid out as `tfds build cifar10 --file_format=array_record` would lay it out."""
-    builder = tfds.builder("cifar10", data_dir=data_dir)  # tfds's registered features and version
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8)
-    examples = (
-        {"id": f"train_{i:05d}", "image": storage.png_bytes(images[i]), "label": i % 10} for i in range(count)
-    )
-    storage.write_tfds(data_dir, "cifar10", builder.info.features, {"train": examples}, version=str(builder.version))
-    return images
-
-
 def test_standard_set_under_its_real_name(tmp_path):
-    images = _write_fake_cifar10(str(tmp_path))
+    images = write_fake_cifar10(str(tmp_path))
     source = sources.open_source(sources.DataOptions(name="cifar10", data_dir=str(tmp_path)))
     assert type(source).__name__ == "ArrayRecordDataSource" and len(source) == 16
     np.testing.assert_array_equal(source[3]["image"], images[3])

@@ -31,7 +31,7 @@ def test_wrong_type_is_refused():
     (lambda c: setattr(c.train, "batch_size", 12), "not divisible by the data-parallel size"),
     (lambda c: setattr(c, "objective", "sctt"), "objective='sctt'"),
     (lambda c: setattr(c.mesh, "rules", "zero"), "mesh.rules"),
-    (lambda c: setattr(c.mesh, "data", 3), "uses 3 devices but 8 are present"),
+    (lambda c: setattr(c.mesh, "data", 3), "uses 3 devices but each of the 1 slice"),
 ])
 def test_inconsistent_combinations(change, match):
     config = embedded.get_config("sct")
@@ -47,7 +47,7 @@ def test_scd_without_teacher():
 
 def test_bad_config_arg():
     with pytest.raises(ValueError, match="use one of"):
-        embedded.get_config("ect")
+        embedded.get_config("sctt")
 
 
 def test_cli_override_typo_fails_before_compute(tmp_path):
