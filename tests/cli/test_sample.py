@@ -24,15 +24,14 @@ def sample(*args, devices: int = 8):
 
 
 def test_two_step_npz_is_adm_format_and_deterministic_on_any_device_count(runs_dir, tmp_path):
-    """Same seed, same file; one device gives the samples of eight (the noise is drawn inside the sharded jit)."""
-    for name, devices in (("a", 8), ("b", 8), ("c", 1)):
+    """Same seed, same file, on one device as on eight (the noise is drawn inside the sharded jit)."""
+    for name, devices in (("a", 8), ("c", 1)):
         rc, err = sample(f"--workdir={runs_dir / 'sct'}", "--num=20", "--batch=8", f"--out={tmp_path / name}.npz",
                          devices=devices)
         assert rc == 0, err
-    a, b, c = (np.load(tmp_path / f"{name}.npz") for name in "abc")
+    a, c = (np.load(tmp_path / f"{name}.npz") for name in "ac")
     assert a["arr_0"].shape == (20, 32, 32, 1) and a["arr_0"].dtype == np.uint8
     np.testing.assert_array_equal(a["arr_1"], np.arange(20) % 10)
-    np.testing.assert_array_equal(a["arr_0"], b["arr_0"])
     np.testing.assert_array_equal(a["arr_0"], c["arr_0"])
     assert (tmp_path / "a.png").exists() and "img/s" in err
 

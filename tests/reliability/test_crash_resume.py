@@ -16,6 +16,7 @@ from scm_jax.train.loop import train_and_evaluate
 from tests.reliability.harness import (assert_bitwise_equal, launch, restore, smoke, steps, wait_for,
                                        writing)
 
+pytestmark = pytest.mark.slow  # ~2-4 min: five scm-train processes; run with `python -m pytest -m slow`
 SEED = int(os.environ.get("SCM_KILL_SEED", time.time_ns() % 2**31))  # rerun a failure with SCM_KILL_SEED=<seed>
 
 

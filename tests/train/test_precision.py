@@ -45,6 +45,7 @@ def train(objective: str, dtype: str) -> dict[str, np.ndarray]:
     return {k: np.array([m[k] for m in history]) for k in history[0]}
 
 
+@pytest.mark.slow  # two 12-step runs per objective
 @pytest.mark.parametrize("objective", ["sct", "scd"])
 def test_bf16_trains_like_fp32(objective):
     fp32, bf16 = train(objective, "float32"), train(objective, "bfloat16")
