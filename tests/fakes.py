@@ -15,3 +15,13 @@ def write_fake_cifar10(data_dir, count=16):
     )
     storage.write_tfds(data_dir, "cifar10", builder.info.features, {"train": examples}, version=str(builder.version))
     return images
+
+
+def train_on_random_batches(train_step, state, steps: int, batch: int = 16, shape=(32, 32, 1), classes: int = 10):
+    """Runs `steps` jitted train steps on uniform-noise images with random labels, checking each step is finite."""
+    rng = np.random.default_rng(0)
+    for _ in range(steps):
+        state, metrics = train_step(state, {"image": rng.uniform(-1, 1, (batch, *shape)).astype(np.float32),
+                                            "label": rng.integers(0, classes, batch).astype(np.int32)})
+        assert bool(metrics["finite"]) and np.isfinite(float(metrics["loss"]))
+    return state

@@ -18,6 +18,7 @@ from scm_jax.train.optim import make_optimizer
 from scm_jax.train.state import make_setup, sharded_init
 from scm_jax.train.validate import validate_config
 from tests.oracles import F_cons, F_vel, R
+from tests.fakes import train_on_random_batches
 
 S = 0.8  # data std of the Gaussian oracle
 SD = trigflow.SIGMA_D
@@ -317,12 +318,7 @@ def test_phased_objectives_train_through_the_real_train_step(objective):
     t_apply = step_lib.model_apply(setup.graphdef, sharded_init(setup, jax.random.key(1))["params"])
     train_step = step_lib.make_train_step(setup, config, lambda x, t, labels=None: t_apply(x, t, labels)[0])
     before = jax.tree.map(np.asarray, state["params"])
-    rng = np.random.default_rng(0)
-    for _ in range(2):
-        batch = {"image": rng.uniform(-1, 1, (16, 32, 32, 1)).astype(np.float32),
-                 "label": rng.integers(0, 10, 16).astype(np.int32)}
-        state, metrics = train_step(state, batch)
-        assert bool(metrics["finite"]) and np.isfinite(float(metrics["loss"]))
+    state = train_on_random_batches(train_step, state, 2)
     assert int(state["step"]) == 2
     assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(state["params"])))
 

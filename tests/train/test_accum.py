@@ -9,6 +9,7 @@ from scm_jax.parallel.mesh import make_mesh
 from scm_jax.train import step as step_lib
 from scm_jax.train.optim import make_optimizer
 from scm_jax.train.state import make_setup, sharded_init
+from tests.fakes import train_on_random_batches
 
 
 def config_with(**train_and_model):
@@ -62,12 +63,7 @@ def test_real_objective_trains_with_accumulation():
     setup = make_setup(config, make_mesh(-1, 1, 1), make_optimizer(config.optim))
     state = sharded_init(setup, jax.random.key(0))
     train_step = step_lib.make_train_step(setup, config)
-    rng = np.random.default_rng(0)
-    for _ in range(2):
-        batch = {"image": rng.uniform(-1, 1, (16, 32, 32, 1)).astype(np.float32),
-                 "label": rng.integers(0, 10, 16).astype(np.int32)}
-        state, metrics = train_step(state, batch)
-        assert bool(metrics["finite"]) and np.isfinite(float(metrics["loss"]))
+    state = train_on_random_batches(train_step, state, 2)
     assert int(state["step"]) == 2
     assert train_step._cache_size() == 1
 
