@@ -13,15 +13,13 @@ over config.pcm.phases phases (--config.pcm.distill=False: consistency training,
 
 Append `,smoke` (e.g. `:sct,smoke`) for a seconds-long run of a tiny model (tests, CI).
 """
-from configs.base import get_base_config
+from configs.base import get_base_config, split_arg
 
 OBJECTIVES = ("diffusion", "sct", "scd", "cd", "ct", "ict", "ect", "pcm", "pscm")
 
 
 def get_config(arg: str = "diffusion"):
-    objective, *flags = arg.split(",")
-    if objective not in OBJECTIVES or any(f != "smoke" for f in flags):
-        raise ValueError(f"config arg {arg!r}: use one of {OBJECTIVES}, optionally followed by ',smoke'.")
+    objective, smoke = split_arg(arg, OBJECTIVES)
     c = get_base_config()
     c.objective = objective
     c.model.update(patch_size=4, hidden_size=128, depth=4, num_heads=4, dropout=0.0)
@@ -34,7 +32,7 @@ def get_config(arg: str = "diffusion"):
     c.cm.ect.stage_steps = 250  # 8 stages in 2k steps (ECT CIFAR-10: 16 stages of 25k)
     if objective != "diffusion":
         c.optim.lr = 3e-4
-    if "smoke" in flags:
+    if smoke:
         c.model.update(patch_size=8, hidden_size=32, depth=1, num_heads=2)
         c.train.update(batch_size=16, steps=6, log_every=2)
         c.checkpoint.update(every_steps=3, async_save=False)

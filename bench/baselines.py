@@ -1,0 +1,83 @@
+"""sCM against its lineage on the embedded data: equal image budget, same DiT, same sampler / evaluator binaries.
+
+    python bench/baselines.py --teacher=runs/main/teacher --workdir=runs/baselines [--steps=400]
+
+Every student trains `--steps` x batch 64 images of configs/embedded.py (the DiT of the main job) with
+scm.teacher_workdir=--teacher: cd, ect, pcm, pscm and scd distil or start from it, and sct starts from it (as in
+the main job); ct and ict train from scratch. Each run is sampled at 1, 2 and 4 steps (phased runs: their M phases)
+by scm-sample and scored by scm-evaluate --metric=mnist; the table adds the median train-step time from the
+run's metrics.jsonl. Results: <workdir>/results.md and bench/results/baselines.md.
+"""
+import argparse
+import json
+import os
+import platform
+
+import numpy as np
+
+from scm_jax.examples.embedded_job import binary, config_path, evaluate_real_digits
+from scm_jax.formulations.trigflow import T_MAX
+from scm_jax.samplers.consistency import T_MID
+
+OBJECTIVES = ("sct", "scd", "cd", "ct", "ict", "ect", "pcm", "pscm")
+PHASED = ("pcm", "pscm")
+SAMPLERS = {1: ["--steps=1"], 2: ["--steps=2"], 4: [f"--times={T_MAX},{T_MID},0.8,0.4"]}
+
+
+def train(objective: str, workdir: str, args) -> None:
+    binary("train", f"--config={config_path()}:{objective}", f"--workdir={workdir}",
+           f"--config.train.steps={args.steps}", f"--config.scm.teacher_workdir={args.teacher}",
+           f"--config.scm.warmup_steps={args.steps // 4}", f"--config.checkpoint.every_steps={args.steps}")
+
+
+def median_step_time(workdir: str) -> float:
+    with open(os.path.join(workdir, "metrics.jsonl")) as fh:
+        times = [r["step_time_s"] for r in map(json.loads, fh) if "step_time_s" in r]
+    return float(np.median(times[1:] or times))  # the first window holds the compilation
+
+
+def score(objective: str, workdir: str, nfe: int, flags: list[str], num: int) -> dict:
+    npz = os.path.join(workdir, "samples", f"bench_{nfe}.npz")
+    binary("sample", f"--workdir={workdir}", f"--num={num}", f"--out={npz}", *flags)
+    report = npz[:-4] + ".metrics.json"
+    binary("evaluate", f"--samples={npz}", "--metric=mnist", f"--out={report}")
+    with open(npz[:-4] + ".json") as fh, open(report) as fr:
+        return {"run": objective, **json.load(fh), **json.load(fr)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--teacher", required=True, help="workdir of a finished diffusion run (the main job's)")
+    parser.add_argument("--workdir", default="runs/baselines")
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--num_samples", type=int, default=1000)
+    parser.add_argument("--objectives", default=",".join(OBJECTIVES))
+    args = parser.parse_args()
+    rows = [evaluate_real_digits(os.path.join(args.workdir, "data"), args.num_samples)]
+    for objective in args.objectives.split(","):
+        workdir = os.path.join(args.workdir, objective)
+        train(objective, workdir, args)
+        step_time = median_step_time(workdir)
+        samplers = {0: []} if objective in PHASED else SAMPLERS  # phased runs sample edge to edge
+        for nfe, flags in samplers.items():
+            rows.append({**score(objective, workdir, nfe, flags, args.num_samples), "step_time_s": step_time})
+    table = format_table(rows, args)
+    for path in (os.path.join(args.workdir, "results.md"), os.path.join(os.path.dirname(__file__), "results",
+                                                                       "baselines.md")):
+        with open(path, "w") as fh:
+            fh.write(table)
+    print(table)
+
+
+def format_table(rows: list[dict], args) -> str:
+    head = (f"# Baselines on the embedded data\n\n{platform.machine()} {platform.processor() or ''}, "
+            f"{os.cpu_count()} cores; {args.steps} steps x 64 images per student; teacher {args.teacher}; "
+            f"{args.num_samples} samples per row. Train step: median over the logging windows after the first "
+            f"(which holds the compilation); a run of one window (steps <= 50) includes it. EMA half-life 0.02 Mimg: "
+            f"runs much shorter than ~300 steps sample their initialisation.\n\n| run | NFE | FD | accuracy | train step (s) |\n|---|---|---|---|---|\n")
+    return head + "".join(f"| {r['run']} | {r['nfe']} | {r['fd']:.2f} | {r['accuracy']:.3f} | "
+                          f"{r.get('step_time_s', float('nan')):.3f} |\n" for r in rows)
+
+
+if __name__ == "__main__":
+    main()
