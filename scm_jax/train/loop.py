@@ -4,6 +4,7 @@ data -> sharded state (restored if the workdir has a checkpoint) -> jitted steps
 checkpoints. SIGTERM / SIGINT save the current step and return; non-finite updates are skipped and counted.
 """
 import functools
+import math
 import os
 import time
 
@@ -18,7 +19,7 @@ from scm_jax.eval.periodic import make_sample_eval
 from scm_jax.parallel import sharding
 from scm_jax.parallel.mesh import mesh_from_config
 from scm_jax.samplers import generate
-from scm_jax.samplers.images import save_grid, to_uint8
+from scm_jax.samplers.images import save_grid
 from scm_jax.train import runs
 from scm_jax.train.log import Writer, window_means
 from scm_jax.train.optim import learning_rate, make_optimizer
@@ -38,6 +39,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict:
     validate_free_space(workdir, setup.abstract)
     evaluate = make_sample_eval(config, functools.partial(model_apply, setup.graphdef), mesh,
                                 setup.model_cfg.guidance_embed)  # checks its files before any training
+    grids = make_grid_samplers(config, setup)
     teacher_fn, teacher_params = load_teacher(config, mesh)
     loader = data_loader(config)
     ckpt = runs.checkpointer(config, workdir)
@@ -54,13 +56,15 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict:
     runs.write_config(config, workdir)
     train_step = make_train_step(setup, config, teacher_fn)
     with Writer(workdir) as writer, Preemption() as preempted:
-        state = run_steps(config, setup, state, train_step, loader, ckpt, writer, workdir, preempted, evaluate)
+        state = run_steps(config, setup, state, train_step, loader, ckpt, writer, workdir, preempted, evaluate,
+                          grids)
     ckpt.wait()
     ckpt.close()
     return state
 
 
-def run_steps(config, setup, state, train_step, loader, ckpt, writer, workdir, preempted, evaluate) -> dict:
+def run_steps(config, setup, state, train_step, loader, ckpt, writer, workdir, preempted, evaluate,
+              grids) -> dict:
     step, total, bad_run = int(state["step"]), config.train.steps, 0
     window, t_window, first = [], time.time(), step
     batch_sharding = jax.sharding.NamedSharding(setup.mesh, jax.sharding.PartitionSpec(sharding.BATCH))
@@ -91,7 +95,7 @@ def run_steps(config, setup, state, train_step, loader, ckpt, writer, workdir, p
                     "optim.grad_clip or check the data.")
             window, t_window = [], time.time()
         if config.sample.every_steps and (step % config.sample.every_steps == 0 or step == total):
-            write_samples(config, setup, state, writer, workdir, step)
+            write_samples(grids, config, state, writer, workdir, step)
         if evaluate is not None and (step % config.eval.every_steps == 0 or step == total):
             writer.scalars(step, evaluate(next(iter(state["ema"].values()))))
         stop = preempted.reached(step)
@@ -154,21 +158,30 @@ def start_from(state: dict, teacher_params: dict, setup: Setup) -> dict:
     return jax.jit(fresh, out_shardings=setup.shardings)(state)
 
 
-def write_samples(config, setup, state, writer, workdir, step) -> None:
-    """Grids from the first EMA: 1- and 2-step for consistency models, Heun (NFE 35) for diffusion."""
-    apply = model_apply(setup.graphdef, next(iter(state["ema"].values())))
+def make_grid_samplers(config: ConfigDict, setup: Setup) -> dict:
+    """Method name -> jitted sample(params, seed, i) for the `sample.num` grid, built once: the weights are an
+    argument, so every grid of the run reuses one compilation (and no checkpoint is baked in as a constant)."""
     d, n = config.data, config.sample.num
-    shape = (n, d.image_size, d.image_size, d.channels)
-    labels = jnp.arange(n) % d.num_classes if d.num_classes else None
-    guidance = jnp.full((n,), config.scm.guidance_hi) if setup.model_cfg.guidance_embed else None
-    methods = generate.methods_for(config.objective, edges=phase_edges(config))
+    batch_devices = math.prod(setup.mesh.shape[axis] for axis in sharding.BATCH)
+    if config.sample.every_steps and n % batch_devices:
+        raise ValueError(f"config: sample.num={n} must be a multiple of the {batch_devices} data-parallel devices "
+                         "(the grid is sampled sharded); or set sample.every_steps=0.")
+    batches = generate.Batches(n, (d.image_size, d.image_size, d.channels), d.num_classes,
+                               guidance=config.scm.guidance_hi if setup.model_cfg.guidance_embed else None)
+    make_apply = functools.partial(model_apply, setup.graphdef)
+    return {m.name: generate.batch_sampler(make_apply, m, batches, setup.mesh)
+            for m in generate.methods_for(config.objective, edges=phase_edges(config))}
+
+
+def write_samples(grids: dict, config: ConfigDict, state: dict, writer, workdir: str, step: int) -> None:
+    """Grids from the first EMA: 1- and 2-step for consistency models, Heun (NFE 35) for diffusion."""
+    params, n = next(iter(state["ema"].values())), config.sample.num
     os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
-    for method in methods:
-        sample = jax.jit(generate.sampler(apply, method, shape))
-        images = to_uint8(jax.device_get(sample(jax.random.key(config.seed + 1), labels, guidance)))
-        writer.images(step, f"samples/{method.name}", images)
+    for name, sample in grids.items():
+        images, _ = generate.sample_many(sample, params, n, n, config.seed + 1)
+        writer.images(step, f"samples/{name}", images)
         if jax.process_index() == 0:
-            save_grid(os.path.join(workdir, "samples", f"{method.name}_{step:07d}.png"), images)
+            save_grid(os.path.join(workdir, "samples", f"{name}_{step:07d}.png"), images)
 
 
 def _fmt(summary: dict) -> str:
