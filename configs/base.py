@@ -37,7 +37,8 @@ def get_base_config() -> ConfigDict:
     c.scm = ConfigDict(dict(
         warmup_steps=10_000, tangent_norm="l2", tangent_c=0.1, adaptive_weight=True, prior_weight=False,
         jvp="exact", fd_delta=1e-3, label_dropout=0.0,
-        tangent_attention="blockwise",          # the JVP pass needs a jvp-able kernel
+        tangent_attention="same",               # "same": one jvp of the student gives F, F^- and the tangent;
+                                                # a kernel name: a separate F^- pass with it (cudnn -> blockwise)
         teacher_workdir="",                     # sCD (and optionally sCT's init): the diffusion run's workdir
         teacher_weights="ema_0.5",              # which weights of the teacher: "params" or an EMA name
         init_from_teacher=True,                 # sCD/sCT start from the teacher's weights when it is set

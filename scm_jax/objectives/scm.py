@@ -3,7 +3,8 @@
 One pure loss over two callables of the same network:
   apply_fn        F_theta, differentiated (the student),
   apply_fn_minus  F^- = F_{sg(theta)}: the caller builds it from stop-gradient parameters; it may use another
-                  attention kernel or dtype (the tangent pass needs a jvp-able one).
+                  attention kernel or dtype (the tangent pass needs a jvp-able one); None: F^- = sg(F_theta)
+                  from one jax.jvp of the student (one forward pass fewer; `student_and_tangent`).
 sCD adds `teacher_fn(x_in, t, labels) -> F_pretrain` (TrigFlow parameterisation; see formulations.trigflow for
 EDM / VP / flow-matching conversions).
 """
@@ -79,18 +80,20 @@ def normalize_tangent(g: jax.Array, kind: str, c: float) -> jax.Array:
     return g
 
 
+def tangents(t: jax.Array, dxt_dt: jax.Array, u: jax.Array, sigma_d: float) -> tuple[jax.Array, jax.Array]:
+    """The rearranged JVP tangents (cos u sin u dxt_dt, cos u sin u sigma_d) of (x_t / sigma_d, t)   (spec §2).
+
+    The factor is folded in before the JVP so nothing large is multiplied after it; t's tangent stays float32.
+    u = t - s is the angle to the consistency boundary s: u = t in sCM, t - s_m for phased sCM (objectives.pcm).
+    """
+    cs = jnp.cos(u) * jnp.sin(u)
+    return trigflow.bcast(cs, dxt_dt) * dxt_dt, cs * sigma_d
+
+
 def tangent_F(F_minus_fn: Callable, x_in: jax.Array, t: jax.Array, dxt_dt: jax.Array,
               opts: SCMOptions, u: Optional[jax.Array] = None) -> tuple[jax.Array, jax.Array]:
-    """(F^-, cos(u) sin(u) sigma_d dF^-/dt) from one JVP with the rearranged tangents (spec §2).
-
-    Tangents (cos u sin u dxt_dt, cos u sin u sigma_d) at primals (x_t / sigma_d, t): the factor is folded in
-    before the JVP so nothing large is multiplied after it. t and its tangent stay float32. u = t - s is the
-    angle to the consistency boundary s: u = t in sCM, t - s_m for phased sCM (objectives.pcm).
-    """
-    u = t if u is None else u
-    cs = jnp.cos(u) * jnp.sin(u)
-    tx = trigflow.bcast(cs, dxt_dt) * dxt_dt
-    tt = cs * opts.sigma_d
+    """(F^-, cos(u) sin(u) sigma_d dF^-/dt) from one JVP at primals (x_t / sigma_d, t) with `tangents`."""
+    tx, tt = tangents(t, dxt_dt, t if u is None else u, opts.sigma_d)
     if opts.jvp == "exact":
         F_minus, jvp_out = jax.jvp(F_minus_fn, (x_in, t), (tx.astype(x_in.dtype), tt))
     else:  # central finite difference along the same tangent
@@ -98,6 +101,29 @@ def tangent_F(F_minus_fn: Callable, x_in: jax.Array, t: jax.Array, dxt_dt: jax.A
         F_minus = F_minus_fn(x_in, t)
         jvp_out = (F_minus_fn(x_in + d * tx, t + d * tt) - F_minus_fn(x_in - d * tx, t - d * tt)) / (2 * d)
     return F_minus.astype(jnp.float32), jvp_out.astype(jnp.float32)
+
+
+def student_and_tangent(student: Callable, F_minus_fn: Optional[Callable], x_in: jax.Array, t: jax.Array,
+                        dxt_dt: jax.Array, u: jax.Array, opts: SCMOptions) -> tuple[jax.Array, ...]:
+    """(F_theta, w_phi, sg(F^-), sg(jvp_out)); student(x_in, t) -> (F, w_phi) is the differentiated network.
+
+    F_minus_fn None: F^- = sg(F_theta) and both come from ONE `jax.jvp` of the student, whose primal output
+    carries the gradient (the tangent output is stop-gradient, so reverse mode drops its tangent-of-tangent
+    work): one forward pass fewer than a separate student call. Otherwise F^- is its own pass (another kernel
+    or dtype, or finite differences).
+    """
+    if F_minus_fn is None:
+        if opts.jvp != "exact":
+            raise ValueError("the shared student/tangent pass needs jvp='exact'; pass apply_fn_minus for "
+                             "finite differences.")
+        tx, tt = tangents(t, dxt_dt, u, opts.sigma_d)
+        (F, w_phi), (jvp_out, _) = jax.jvp(student, (x_in, t), (tx.astype(x_in.dtype), tt))
+        F_minus, jvp_out = F.astype(jnp.float32), jvp_out.astype(jnp.float32)
+    else:
+        F_minus, jvp_out = tangent_F(F_minus_fn, x_in, t, dxt_dt, opts, u)
+        F, w_phi = student(x_in, t)
+    F_minus, jvp_out = jax.lax.stop_gradient((F_minus, jvp_out))
+    return F, w_phi, F_minus, jvp_out
 
 
 def scm_g(x_t: jax.Array, u: jax.Array, F_minus: jax.Array, dxt_dt: jax.Array, jvp_out: jax.Array,
@@ -110,7 +136,7 @@ def scm_g(x_t: jax.Array, u: jax.Array, F_minus: jax.Array, dxt_dt: jax.Array, j
     return -c**2 * (sigma_d * F_minus - dxt_dt) - r * (c * s * x_t + jvp_out)
 
 
-def scm_loss(apply_fn: ApplyFn, apply_fn_minus: ApplyFn, batch: dict, key: jax.Array, step: jax.Array,
+def scm_loss(apply_fn: ApplyFn, apply_fn_minus: Optional[ApplyFn], batch: dict, key: jax.Array, step: jax.Array,
              opts: SCMOptions, teacher_fn: Optional[TeacherFn] = None,
              boundary: Optional[Callable[[jax.Array], jax.Array]] = None) -> tuple[jax.Array, dict]:
     """sCT / sCD loss (sCM Alg. 1); batch = {"x0": [B, ...], "label"?: [B]}. Returns (loss, metrics).
@@ -136,13 +162,15 @@ def scm_loss(apply_fn: ApplyFn, apply_fn_minus: ApplyFn, batch: dict, key: jax.A
         dxt_dt = trigflow.v_t(x0, z, t)
     r = tangent_warmup(step, opts.warmup_steps)
 
-    def F_minus_fn(x, tt):  # same dropout mask as the student, so F_theta - F^- starts at 0
-        return apply_fn_minus(x, tt, labels, guidance, k_drop)[0]
+    def student(x, tt):  # F^- sees the same dropout mask as the student, so F_theta - F^- starts at 0
+        return apply_fn(x, tt, labels, guidance, k_drop)
 
-    F_minus, jvp_out = jax.lax.stop_gradient(tangent_F(F_minus_fn, x_in, t, dxt_dt, opts, u))
+    F_minus_fn = None
+    if apply_fn_minus is not None:
+        F_minus_fn = lambda x, tt: apply_fn_minus(x, tt, labels, guidance, k_drop)[0]
+    F, w_phi, F_minus, jvp_out = student_and_tangent(student, F_minus_fn, x_in, t, dxt_dt, u, opts)
     g = normalize_tangent(scm_g(xt, u, F_minus, dxt_dt, jvp_out, r, opts.sigma_d), opts.tangent_norm,
                           opts.tangent_c)
-    F, w_phi = apply_fn(x_in, t, labels, guidance, k_drop)
     err2 = per_sample_mse(F.astype(jnp.float32) - (F_minus + g))
     if opts.prior_weight:
         err2 = err2 / (opts.sigma_d * jnp.tan(u))

@@ -48,9 +48,18 @@ def make_objective(config: ConfigDict, graphdef: nnx.GraphDef, teacher_fn: Optio
     opts = scm_options(config, distill=config.objective == "scd")
 
     def loss(p, batch, key, step):
-        minus = model_apply(graphdef, jax.lax.stop_gradient(p), attention=config.scm.tangent_attention)
-        return scm_loss(model_apply(graphdef, p), minus, batch, key, step, opts, teacher_fn)
+        return scm_loss(model_apply(graphdef, p), minus_apply(config, graphdef, p), batch, key, step, opts,
+                        teacher_fn)
     return loss
+
+
+def minus_apply(config: ConfigDict, graphdef: nnx.GraphDef, params) -> Optional[Callable]:
+    """F^- for the sCM tangent pass: None shares the student's pass (scm.tangent_attention="same"), else the
+    network at sg(params) with the tangent kernel."""
+    if config.scm.tangent_attention == "same" and config.scm.jvp == "exact":
+        return None
+    attention = None if config.scm.tangent_attention == "same" else config.scm.tangent_attention
+    return model_apply(graphdef, jax.lax.stop_gradient(params), attention=attention)
 
 
 def scm_options(config: ConfigDict, distill: bool) -> SCMOptions:
@@ -86,10 +95,9 @@ def phased_objective(config: ConfigDict, graphdef: nnx.GraphDef, teacher_fn: Opt
                               scm=base)
         objective = functools.partial(pcm.pcm_loss, opts=opts, teacher_fn=teacher_fn)
 
-    attention = config.scm.tangent_attention if config.objective == "pscm" else None  # the JVP pass
-
     def loss(params, batch, key, step):
-        minus = model_apply(graphdef, jax.lax.stop_gradient(params), attention=attention)
+        minus = (minus_apply(config, graphdef, params) if config.objective == "pscm"
+                 else model_apply(graphdef, jax.lax.stop_gradient(params)))
         return objective(model_apply(graphdef, params), minus, batch, key, step)
     return loss
 

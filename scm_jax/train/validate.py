@@ -8,11 +8,14 @@ import jax
 import numpy as np
 from ml_collections import ConfigDict
 
+from scm_jax.models.attention import ATTENTION_KINDS
 from scm_jax.parallel.mesh import mesh_shape
 from scm_jax.parallel.sharding import RULES
 
 OBJECTIVES = ("diffusion", "sct", "scd", "cd", "ct", "ict", "ect", "pcm", "pscm")
-PHASED_OBJECTIVES = ("pcm", "pscm")  # distil the teacher when pcm.distill
+PHASED_OBJECTIVES = ("pcm", "pscm")
+TANGENT_OBJECTIVES = ("sct", "scd", "pscm")  # run the sCM JVP
+TANGENT_KINDS = ("same",) + ATTENTION_KINDS  # "same": share the student's pass and kernel  # distil the teacher when pcm.distill
 TEACHER_OBJECTIVES = ("scd", "cd", "ect")  # distil (sCD, CD) or tune (ECT) the diffusion run in scm.teacher_workdir
 POSITIVE = ("train.batch_size", "train.steps", "train.log_every", "train.max_bad_steps", "optim.lr",
             "checkpoint.every_steps", "checkpoint.keep", "model.patch_size", "model.hidden_size", "model.depth",
@@ -53,6 +56,18 @@ def validate_config(config: ConfigDict) -> None:
     _require(config.scm.guidance_lo <= config.scm.guidance_hi,
              f"scm.guidance_lo={config.scm.guidance_lo} > scm.guidance_hi={config.scm.guidance_hi}; swap them.")
     _require(config.data.kind in ("pixels", "latents"), f"data.kind={config.data.kind!r}; use pixels or latents.")
+    _validate_tangent_attention(config)
+
+
+def _validate_tangent_attention(config: ConfigDict) -> None:
+    """The sCM tangent pass runs jax.jvp through its attention kernel: cuDNN's (a custom_vjp) cannot."""
+    kind = config.scm.tangent_attention
+    _require(kind in TANGENT_KINDS, f"scm.tangent_attention={kind!r}; use one of {TANGENT_KINDS}.")
+    _require(kind != "cudnn", "scm.tangent_attention='cudnn' cannot be forward-differentiated (a custom_vjp); "
+             "use blockwise.")
+    _require(not (kind == "same" and config.model.attention == "cudnn" and config.objective in TANGENT_OBJECTIVES),
+             "model.attention='cudnn' cannot be forward-differentiated, so the tangent pass cannot share it; set "
+             "--config.scm.tangent_attention=blockwise (a separate F^- pass).")
 
 
 def _validate_shapes(config: ConfigDict) -> None:
