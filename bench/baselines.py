@@ -6,7 +6,8 @@ Every student trains `--steps` x batch 64 images of configs/embedded.py (the DiT
 scm.teacher_workdir=--teacher: cd, ect, pcm, pscm and scd distil or start from it, and sct starts from it (as in
 the main job); ct and ict train from scratch. Each run is sampled at 1, 2 and 4 steps (phased runs: their M phases)
 by scm-sample and scored by scm-evaluate --metric=mnist; the table adds the median train-step time from the
-run's metrics.jsonl. Results: <workdir>/results.md and bench/results/baselines.md.
+run's metrics.jsonl. The "diffusion" rows are the teacher itself (not retrained) solving the probability-flow ODE
+with Euler at NFE 1, 2 and 4. Results: <workdir>/results.md and bench/results/baselines.md.
 """
 import argparse
 import json
@@ -19,9 +20,10 @@ from scm_jax.examples.embedded_job import binary, config_path, evaluate_real_dig
 from scm_jax.formulations.trigflow import T_MAX
 from scm_jax.samplers.consistency import T_MID
 
-OBJECTIVES = ("sct", "scd", "cd", "ct", "ict", "ect", "pcm", "pscm")
+OBJECTIVES = ("diffusion", "sct", "scd", "cd", "ct", "ict", "ect", "pcm", "pscm")
 PHASED = ("pcm", "pscm")
 SAMPLERS = {1: ["--steps=1"], 2: ["--steps=2"], 4: [f"--times={T_MAX},{T_MID},0.8,0.4"]}
+ODE_SAMPLERS = {n: ["--solver=euler", f"--ode_steps={n}"] for n in (1, 2, 4)}  # the teacher: Euler NFE n
 
 
 def train(objective: str, workdir: str, args) -> None:
@@ -30,15 +32,21 @@ def train(objective: str, workdir: str, args) -> None:
            f"--config.scm.warmup_steps={args.steps // 4}", f"--config.checkpoint.every_steps={args.steps}")
 
 
+def teacher_images(workdir: str) -> str:
+    with open(os.path.join(workdir, "config.json")) as fh:
+        train = json.load(fh)["train"]
+    return f"{train['steps']} steps x {train['batch_size']}"
+
+
 def median_step_time(workdir: str) -> float:
     with open(os.path.join(workdir, "metrics.jsonl")) as fh:
         times = [r["step_time_s"] for r in map(json.loads, fh) if "step_time_s" in r]
     return float(np.median(times[1:] or times))  # the first window holds the compilation
 
 
-def score(objective: str, workdir: str, nfe: int, flags: list[str], num: int) -> dict:
+def score(objective: str, checkpoint: str, workdir: str, nfe: int, flags: list[str], num: int) -> dict:
     npz = os.path.join(workdir, "samples", f"bench_{nfe}.npz")
-    binary("sample", f"--workdir={workdir}", f"--num={num}", f"--out={npz}", *flags)
+    binary("sample", f"--workdir={checkpoint}", f"--num={num}", f"--out={npz}", *flags)
     report = npz[:-4] + ".metrics.json"
     binary("evaluate", f"--samples={npz}", "--metric=mnist", f"--out={report}")
     with open(npz[:-4] + ".json") as fh, open(report) as fr:
@@ -55,12 +63,16 @@ def main() -> None:
     args = parser.parse_args()
     rows = [evaluate_real_digits(os.path.join(args.workdir, "data"), args.num_samples)]
     for objective in args.objectives.split(","):
-        workdir = os.path.join(args.workdir, objective)
-        train(objective, workdir, args)
-        step_time = median_step_time(workdir)
-        samplers = {0: []} if objective in PHASED else SAMPLERS  # phased runs sample edge to edge
+        workdir = checkpoint = os.path.join(args.workdir, objective)
+        if objective == "diffusion":
+            checkpoint, samplers = args.teacher, ODE_SAMPLERS
+        else:
+            train(objective, workdir, args)
+            samplers = {0: []} if objective in PHASED else SAMPLERS  # phased runs sample edge to edge
+        step_time = median_step_time(checkpoint)
         for nfe, flags in samplers.items():
-            rows.append({**score(objective, workdir, nfe, flags, args.num_samples), "step_time_s": step_time})
+            rows.append({**score(objective, checkpoint, workdir, nfe, flags, args.num_samples),
+                         "step_time_s": step_time})
     table = format_table(rows, args)
     for path in (os.path.join(args.workdir, "results.md"), os.path.join(os.path.dirname(__file__), "results",
                                                                        "baselines.md")):
@@ -71,7 +83,8 @@ def main() -> None:
 
 def format_table(rows: list[dict], args) -> str:
     head = (f"# Baselines on the embedded data\n\n{platform.machine()} {platform.processor() or ''}, "
-            f"{os.cpu_count()} cores; {args.steps} steps x 64 images per student; teacher {args.teacher}; "
+            f"{os.cpu_count()} cores; {args.steps} steps x 64 images per student; teacher {args.teacher} "
+            f"({teacher_images(args.teacher)} images); "
             f"{args.num_samples} samples per row. Train step: median over the logging windows after the first "
             f"(which holds the compilation); a run of one window (steps <= 50) includes it. EMA half-life 0.02 Mimg: "
             f"runs much shorter than ~300 steps sample their initialisation.\n\n| run | NFE | FD | accuracy | train step (s) |\n|---|---|---|---|---|\n")
