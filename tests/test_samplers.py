@@ -56,6 +56,9 @@ def test_karras_times_endpoints():
     assert t.shape == (19,) and float(t[-1]) == 0.0
     np.testing.assert_allclose(0.5 * np.tan(np.asarray(t)[[0, -2]]), [80.0, 0.002], rtol=1e-4)
     assert np.all(np.diff(np.asarray(t)) < 0)
+    np.testing.assert_allclose(ode.karras_times(1), [t[0], 0.0])  # N = 1: t_max straight to 0 (Euler NFE 1)
+    with pytest.raises(ValueError, match="N >= 1"):
+        ode.karras_times(0)
 
 
 def test_euler_in_sigma_space_is_the_trigflow_rotation_step():

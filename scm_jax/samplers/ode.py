@@ -18,11 +18,14 @@ SOLVERS = ("euler", "heun")
 
 def karras_times(N: int, sigma_min: float = trigflow.SIGMA_MIN, sigma_max: float = trigflow.SIGMA_MAX,
                  rho: float = 7.0, sigma_d: float = trigflow.SIGMA_D) -> jax.Array:
-    """sigma_i = (sigma_max^(1/rho) + i/(N-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho (EDM Eq. 5) -> t, then 0."""
-    if N < 2:
-        raise ValueError(f"the Karras schedule needs N >= 2 noise levels, got {N}.")
-    i = jnp.arange(N, dtype=jnp.float32)
-    sigma = (sigma_max ** (1 / rho) + i / (N - 1) * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+    """sigma_i = (sigma_max^(1/rho) + i/(N-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho (EDM Eq. 5) -> t, then 0.
+
+    N = 1 is sigma_max alone: one step from t_max straight to 0 (Euler NFE 1).
+    """
+    if N < 1:
+        raise ValueError(f"the Karras schedule needs N >= 1 noise levels, got {N}.")
+    i = jnp.arange(N, dtype=jnp.float32) / max(N - 1, 1)
+    sigma = (sigma_max ** (1 / rho) + i * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
     return jnp.concatenate([trigflow.t_from_sigma(sigma, sigma_d), jnp.zeros((1,), jnp.float32)])
 
 
