@@ -56,9 +56,11 @@ def get_base_config() -> ConfigDict:
     # (the sCM tangent loss with config.scm's options inside each phase). Edges: `edges` if given (0 = s_0 < ... <
     # s_M <= pi/2), else `phases` equal phases of [0, t_max]. distill: use the teacher in scm.teacher_workdir (CFG
     # range scm.guidance_lo/hi); False: consistency training. pcm only: `substeps` K teacher steps per phase with
-    # `solver` "ddim" | "heun", huber_c (0: squared L2). adv_weight > 0 (PCM's adversarial loss) is objective-level
-    # only (objectives.pcm.discriminator_step); the trainer refuses it.
-    c.pcm = ConfigDict(dict(phases=4, edges=(), distill=True, substeps=8, solver="ddim", huber_c=0.0, adv_weight=0.0))
+    # `solver` "ddim" | "heun", huber_c (0: squared L2). adv_weight > 0 (pcm only): PCM's adversarial hinge loss
+    # with a critic (models.discriminator MLP of `critic.width` x `critic.depth`, its own Adam) kept in the train
+    # state and checkpoint (train.critic).
+    c.pcm = ConfigDict(dict(phases=4, edges=(), distill=True, substeps=8, solver="ddim", huber_c=0.0, adv_weight=0.0,
+                            critic=dict(width=256, depth=2, lr=1e-4, b1=0.5, b2=0.999)))
     c.optim = ConfigDict(dict(name="radam", lr=1e-4, b1=0.9, b2=0.999, eps=1e-8, warmup_steps=0, grad_clip=0.0))
     # grad_accum_steps: the global batch is split into that many microbatches, scanned inside one jitted step
     # (activation memory of one microbatch; same gradient as the whole batch). batch_size stays the global batch.

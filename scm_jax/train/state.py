@@ -1,11 +1,12 @@
 """The training state: a plain pytree {params, opt_state, ema: {name: params}, step, rng} and its shardings
-(+ `target`, the EMA theta^- of CM's CD / CT, for the objectives in cm.EMA_TARGET_OBJECTIVES).
+(+ `target`, the EMA theta^- of CM's CD / CT, for the objectives in cm.EMA_TARGET_OBJECTIVES; + `critic`, PCM's
+adversarial critic {params, opt_state}, see train.critic).
 
 The NNX model is split once: `graphdef` is static, parameters travel as a pure dict (what Orbax saves).
 Abstract init (`nnx.eval_shape`) -> shardings from logical-axis rules -> sharded init inside one jit.
 """
 import dataclasses
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +19,7 @@ from scm_jax.models.dit import DiT, DiTConfig
 from scm_jax.objectives.cm import EMA_TARGET_OBJECTIVES
 from scm_jax.parallel import sharding
 from scm_jax.train import ema
+from scm_jax.train.critic import CriticSetup, critic_setup, critic_specs
 
 
 def dit_config(config: ConfigDict) -> DiTConfig:
@@ -39,6 +41,7 @@ class Setup:
     mesh: jax.sharding.Mesh
     ema_decays: dict[str, float]
     target: bool = False              # the state holds CM's EMA target network theta^- (float32, like the EMAs)
+    critic: Optional[CriticSetup] = None  # the state holds PCM's adversarial critic
 
     @property
     def shardings(self) -> Any:
@@ -56,29 +59,31 @@ def make_setup(config: ConfigDict, mesh: jax.sharding.Mesh, tx: optax.GradientTr
     model_cfg = dit_config(config)
     graphdef, _, p_specs = model_specs(model_cfg, sharding.rules_for(config.mesh.rules, mesh), mesh)
     decays = {ema.ema_name(h): ema.ema_decay(h, config.train.batch_size) for h in config.train.ema_half_lives_mimg}
-    target = config.objective in EMA_TARGET_OBJECTIVES
-    abstract = jax.eval_shape(lambda: init_state(model_cfg, tx, decays, jax.random.key(0), target))
+    target, critic = config.objective in EMA_TARGET_OBJECTIVES, critic_setup(config)
+    abstract = jax.eval_shape(lambda: init_state(model_cfg, tx, decays, jax.random.key(0), target, critic))
     specs = {"params": p_specs, "opt_state": sharding.opt_state_specs(tx, abstract["opt_state"], p_specs),
              "ema": {name: p_specs for name in decays}, "step": P(), "rng": P(),
-             **({"target": p_specs} if target else {})}
+             **({"target": p_specs} if target else {}),
+             **({"critic": critic_specs(abstract["critic"])} if critic else {})}
     named = sharding.named(mesh, specs)
     abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, named)
-    return Setup(model_cfg, graphdef, tx, abstract, specs, mesh, decays, target)
+    return Setup(model_cfg, graphdef, tx, abstract, specs, mesh, decays, target, critic)
 
 
 def init_state(model_cfg: DiTConfig, tx: optax.GradientTransformation, decays: dict[str, float],
-               key: jax.Array, target: bool = False) -> dict:
+               key: jax.Array, target: bool = False, critic: Optional[CriticSetup] = None) -> dict:
     """Fresh state: DiT parameters from `key`, optimizer state, EMAs (and the target) equal to the parameters
-    (float32), step 0."""
+    (float32), step 0 (and the critic from its own key)."""
     k_init, k_train = jax.random.split(key)
     params = nnx.to_pure_dict(nnx.split(DiT(model_cfg, rngs=nnx.Rngs(k_init)))[1])
     f32 = lambda: jax.tree.map(lambda p: p.astype(jnp.float32), params)
     return {"params": params, "opt_state": tx.init(params), "ema": {name: f32() for name in decays},
             "step": jnp.zeros((), jnp.int32), "rng": jax.random.key_data(k_train),
-            **({"target": f32()} if target else {})}
+            **({"target": f32()} if target else {}),
+            **({"critic": critic.init(jax.random.fold_in(k_init, 1))} if critic else {})}
 
 
 def sharded_init(setup: Setup, key: jax.Array) -> dict:
     """Initialise directly into the target shardings (no host copy of the full model)."""
-    init = lambda k: init_state(setup.model_cfg, setup.tx, setup.ema_decays, k, setup.target)
+    init = lambda k: init_state(setup.model_cfg, setup.tx, setup.ema_decays, k, setup.target, setup.critic)
     return jax.jit(init, out_shardings=setup.shardings)(key)

@@ -21,6 +21,7 @@ from scm_jax.objectives.ect import ECTOptions, ect_loss
 from scm_jax.objectives.scm import SCMOptions, scm_loss
 from scm_jax.parallel import sharding
 from scm_jax.train import ema
+from scm_jax.train.critic import CriticSetup
 from scm_jax.train.state import Setup
 
 
@@ -33,7 +34,8 @@ def model_apply(graphdef: nnx.GraphDef, params, attention: Optional[str] = None)
     return apply
 
 
-def make_objective(config: ConfigDict, graphdef: nnx.GraphDef, teacher_fn: Optional[Callable]) -> Callable:
+def make_objective(config: ConfigDict, graphdef: nnx.GraphDef, teacher_fn: Optional[Callable],
+                   critic: Optional[CriticSetup] = None) -> Callable:
     """loss(params, batch, key, step) -> (loss, metrics) for config.objective."""
     num_classes = config.data.num_classes
     if config.objective == "diffusion":
@@ -44,7 +46,7 @@ def make_objective(config: ConfigDict, graphdef: nnx.GraphDef, teacher_fn: Optio
     if config.objective in OBJECTIVE_FORMS:
         return cm_objective(config, graphdef, teacher_fn)
     if config.objective in ("pcm", "pscm"):
-        return phased_objective(config, graphdef, teacher_fn)
+        return phased_objective(config, graphdef, teacher_fn, critic)
     opts = scm_options(config, distill=config.objective == "scd")
 
     def loss(p, batch, key, step):
@@ -80,26 +82,49 @@ def phase_edges(config: ConfigDict) -> Optional[tuple[float, ...]]:
     return pcm.check_edges(config.pcm.edges) if config.pcm.edges else pcm.uniform_edges(config.pcm.phases)
 
 
-def phased_objective(config: ConfigDict, graphdef: nnx.GraphDef, teacher_fn: Optional[Callable]) -> Callable:
-    """loss(params, batch, key, step): discrete PCM ("pcm") or continuous-time phased sCM ("pscm"), theta^- = sg."""
-    p = config.pcm
-    if p.adv_weight > 0:
-        raise ValueError("config: pcm.adv_weight > 0 is not wired into scm-train (the critic needs its own state); "
-                         "use objectives.pcm.discriminator_step, or set pcm.adv_weight=0.")
-    base = scm_options(config, distill=p.distill)
+def pcm_options(config: ConfigDict) -> pcm.PCMOptions | pcm.PSCMOptions:
+    """Discrete PCM ("pcm") or continuous-time phased sCM ("pscm") options from config.pcm and config.scm."""
+    p, base = config.pcm, scm_options(config, distill=config.pcm.distill)
     if config.objective == "pscm":
-        opts = pcm.PSCMOptions(edges=phase_edges(config), scm=base)
+        return pcm.PSCMOptions(edges=phase_edges(config), scm=base)
+    return pcm.PCMOptions(edges=phase_edges(config), substeps=p.substeps, solver=p.solver, huber_c=p.huber_c,
+                          adv_weight=p.adv_weight, scm=base)
+
+
+def phased_objective(config: ConfigDict, graphdef: nnx.GraphDef, teacher_fn: Optional[Callable],
+                     critic: Optional[CriticSetup] = None) -> Callable:
+    """loss(params, batch, key, step, critic=None): PCM or phased sCM, theta^- = sg; `critic` holds the
+    adversarial critic's state (pcm.adv_weight > 0), fixed here."""
+    opts = pcm_options(config)
+    if config.objective == "pscm":
         objective = functools.partial(pcm.pscm_loss, opts=opts, teacher_fn=teacher_fn)
     else:
-        opts = pcm.PCMOptions(edges=phase_edges(config), substeps=p.substeps, solver=p.solver, huber_c=p.huber_c,
-                              scm=base)
         objective = functools.partial(pcm.pcm_loss, opts=opts, teacher_fn=teacher_fn)
 
-    def loss(params, batch, key, step):
-        minus = (minus_apply(config, graphdef, params) if config.objective == "pscm"
-                 else model_apply(graphdef, jax.lax.stop_gradient(params)))
-        return objective(model_apply(graphdef, params), minus, batch, key, step)
+    def loss(params, batch, key, step, critic_state=None):
+        if config.objective == "pscm":
+            minus = minus_apply(config, graphdef, params)
+        else:
+            minus = model_apply(graphdef, jax.lax.stop_gradient(params))
+        disc = {} if critic_state is None else {
+            "disc_fn": critic.disc_fn(jax.lax.stop_gradient(critic_state["params"]))}
+        return objective(model_apply(graphdef, params), minus, batch, key, step, **disc)
     return loss
+
+
+def critic_update(config: ConfigDict, graphdef: nnx.GraphDef, critic: CriticSetup,
+                  teacher_fn: Optional[Callable]) -> Callable:
+    """update(critic_state, params, batch, key) -> (critic_state, metrics): one hinge step of PCM's critic on the
+    pair the student saw for `key` (objectives.pcm.discriminator_step), the student at sg(params)."""
+    opts = pcm_options(config)
+
+    def update(critic_state, params, batch, key):
+        minus = model_apply(graphdef, jax.lax.stop_gradient(params))
+        d_params, d_opt_state, metrics = pcm.discriminator_step(
+            critic.disc_fn, critic_state["params"], critic_state["opt_state"], critic.tx, minus, batch, key, opts,
+            teacher_fn)
+        return {"params": d_params, "opt_state": d_opt_state}, metrics
+    return update
 
 
 def cm_options(config: ConfigDict) -> CMOptions | ECTOptions:
@@ -179,7 +204,8 @@ def accumulated_value_and_grad(objective: Callable, accum_steps: int, mesh: jax.
 
 def make_train_step(setup: Setup, config: ConfigDict, teacher_fn: Optional[Callable] = None) -> Callable:
     """train_step(state, batch) -> (state, metrics); jitted with the setup's shardings and donated state."""
-    objective = make_objective(config, setup.graphdef, teacher_fn)
+    objective = make_objective(config, setup.graphdef, teacher_fn, setup.critic)
+    critic = critic_update(config, setup.graphdef, setup.critic, teacher_fn) if setup.critic else None
     rules = sharding.RULES[config.mesh.rules]
     conditional = config.data.num_classes > 0
     accum = check_grad_accum(config.train.batch_size, config.train.grad_accum_steps, setup.mesh)
@@ -188,18 +214,23 @@ def make_train_step(setup: Setup, config: ConfigDict, teacher_fn: Optional[Calla
         step = state["step"]
         key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), step)
         inputs = {"x0": batch["image"], "label": batch["label"] if conditional else None}
-        target = {"target": state["target"]} if "target" in state else {}  # CM's EMA theta^- (cd, ct)
+        extra = {"target": state["target"]} if "target" in state else {}  # CM's EMA theta^- (cd, ct)
+        if critic:
+            extra["critic_state"] = state["critic"]  # fixed for the student's step
         (loss, metrics), grads = accumulated_value_and_grad(objective, accum, setup.mesh)(
-            state["params"], inputs, key, step, **target)
+            state["params"], inputs, key, step, **extra)
         updates, opt_state = setup.tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         new = {"params": params, "opt_state": opt_state, "ema": ema.update_emas(state["ema"], params, setup.ema_decays),
                "step": step + 1, "rng": state["rng"]}
-        if target:  # theta^- <- sg(mu(k) theta^- + (1 - mu(k)) theta)   (CM Alg. 2, 3)
+        if "target" in extra:  # theta^- <- sg(mu(k) theta^- + (1 - mu(k)) theta)   (CM Alg. 2, 3)
             metrics["mu"] = cm.ema_rate(step, cm_options(config))
-            new["target"] = ema.update_emas(target, params, {"target": metrics["mu"]})["target"]
+            new["target"] = ema.update_emas({"target": extra["target"]}, params, {"target": metrics["mu"]})["target"]
+        if critic:  # then the critic's own step on the pair the student saw (key), student at its old weights
+            new["critic"], d_metrics = critic(state["critic"], state["params"], inputs, key)
+            metrics = {**metrics, **d_metrics}
         grad_norm = optax.tree.norm(grads)
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(metrics.get("d_loss", 0.0))
         # a non-finite loss or gradient leaves the state unchanged except the step (the loop counts and aborts)
         new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, {**state, "step": step + 1})
         return new, {**metrics, "grad_norm": grad_norm, "finite": finite}

@@ -57,6 +57,12 @@ def validate_config(config: ConfigDict) -> None:
              f"scm.guidance_lo={config.scm.guidance_lo} > scm.guidance_hi={config.scm.guidance_hi}; swap them.")
     _require(config.data.kind in ("pixels", "latents"), f"data.kind={config.data.kind!r}; use pixels or latents.")
     _validate_tangent_attention(config)
+    _require(config.pcm.adv_weight == 0 or config.objective == "pcm",
+             f"pcm.adv_weight={config.pcm.adv_weight} is PCM's adversarial loss (objective=pcm); objective="
+             f"{config.objective!r} has none: set pcm.adv_weight=0.")
+    c = config.pcm.critic
+    _require(config.pcm.adv_weight >= 0 and c.width > 0 and c.depth > 0 and c.lr > 0,
+             f"pcm.adv_weight={config.pcm.adv_weight} must be >= 0 and pcm.critic width/depth/lr > 0, got {c}.")
 
 
 def _validate_tangent_attention(config: ConfigDict) -> None:
