@@ -8,7 +8,8 @@ CM baselines in EDM form (spec §5): `:ct`, `:ict`; `:cd` and `:ect` start from 
     scm-train --config=configs/embedded.py:ect --workdir=runs/ect --config.scm.teacher_workdir=runs/teacher
 
 Phased consistency (PCM, spec §5): `:pcm` (discrete) and `:pscm` (continuous-time phased sCM) distil the teacher
-over config.pcm.phases phases (--config.pcm.distill=False: consistency training, no teacher):
+over config.pcm.phases phases (--config.pcm.distill=False: consistency training, no teacher;
+--config.pcm.adv_weight=0.1: PCM's adversarial loss with a critic trained alongside):
     scm-train --config=configs/embedded.py:pcm --workdir=runs/pcm --config.scm.teacher_workdir=runs/teacher
 
 Append `,smoke` (e.g. `:sct,smoke`) for a seconds-long run of a tiny model (tests, CI).
