@@ -9,7 +9,7 @@ from scm_jax.formulations import trigflow
 from scm_jax.models.mlp import MLP
 from scm_jax.objectives import scm
 from scm_jax.objectives.diffusion import DiffusionOptions, diffusion_loss
-from tests.oracles import F_cons, F_vel
+from tests.oracles import F_cons, F_vel, assert_gradient_identity
 
 S = 0.8  # data std of the Gaussian oracle (different from sigma_d on purpose)
 
@@ -72,31 +72,7 @@ def test_gradient_identity_discrete_consistency_loss():
     """grad_theta ||f_theta(x_t,t) - f_sg(x_t - dt dxt_dt, t - dt)||^2 / dt -> sigma_d tan t grad ||F - sg(F) - g||^2."""
     with jax.enable_x64(True):
         apply, params = tiny_mlp_fns(dim=3)
-        params = jax.tree.map(lambda a: a.astype(jnp.float64), params)
-        sd = trigflow.SIGMA_D
-        x0 = 0.5 * jax.random.normal(jax.random.key(3), (1, 3), jnp.float64)
-        z = sd * jax.random.normal(jax.random.key(4), (1, 3), jnp.float64)
-        t = jnp.array([0.7], jnp.float64)
-        xt, dxt_dt = trigflow.x_t(x0, z, t), trigflow.v_t(x0, z, t)
-        f = lambda p, x, tt: trigflow.f_from_F(x, tt, apply(p)(x / sd, tt)[0], sd)
-        dt = 1e-6
-
-        def discrete(p):
-            target = jax.lax.stop_gradient(f(p, xt - dt * dxt_dt, t - dt))
-            return jnp.sum(jnp.square(f(p, xt, t) - target))
-
-        def surrogate(p):
-            F_minus_fn = lambda x, tt: apply(jax.lax.stop_gradient(p))(x, tt)[0]
-            F_minus, jvp_out = scm.tangent_F(F_minus_fn, xt / sd, t, dxt_dt, scm.SCMOptions())
-            F_minus, jvp_out = F_minus.astype(jnp.float64), jvp_out.astype(jnp.float64)
-            g = scm.scm_g(xt, t, F_minus, dxt_dt, jvp_out, 1.0, sd)
-            F = apply(p)(xt / sd, t)[0]
-            return jnp.sum(jnp.square(F - jax.lax.stop_gradient(F) - g))
-
-        lhs = jax.tree.leaves(jax.tree.map(lambda a: a / dt, jax.grad(discrete)(params)))
-        rhs = jax.tree.leaves(jax.tree.map(lambda a: sd * jnp.tan(t[0]) * a, jax.grad(surrogate)(params)))
-    for a, b in zip(lhs, rhs):
-        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6 * float(np.max(np.abs(b))) + 1e-9)
+        assert_gradient_identity(apply, jax.tree.map(lambda a: a.astype(jnp.float64), params), t=0.7, s=0.0)
 
 
 def test_tangent_warmup_is_traced_no_retrace():
