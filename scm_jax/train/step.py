@@ -93,7 +93,7 @@ def pcm_options(config: ConfigDict) -> pcm.PCMOptions | pcm.PSCMOptions:
 
 def phased_objective(config: ConfigDict, graphdef: nnx.GraphDef, teacher_fn: Optional[Callable],
                      critic: Optional[CriticSetup] = None) -> Callable:
-    """loss(params, batch, key, step, critic=None): PCM or phased sCM, theta^- = sg; `critic` holds the
+    """loss(params, batch, key, step, critic_state=None): PCM or phased sCM, theta^- = sg; `critic_state` holds the
     adversarial critic's state (pcm.adv_weight > 0), fixed here."""
     opts = pcm_options(config)
     if config.objective == "pscm":
