@@ -21,7 +21,7 @@ def config_with(**train_and_model):
     return config
 
 
-def deterministic_objective(config, graphdef, teacher_fn):
+def deterministic_objective(config, graphdef, teacher_fn, critic=None):
     """A per-sample mean loss of the real DiT with no randomness, so microbatch keys cannot matter."""
     def loss(params, batch, key, step):
         x0 = batch["x0"]
