@@ -23,17 +23,16 @@ from scm_jax.objectives.pcm import DiscFn
 
 @dataclasses.dataclass(frozen=True)
 class CriticSetup:
-    build: Callable[[nnx.Rngs], Discriminator]
+    build: Callable[..., Discriminator]  # build(rngs=...)
     graphdef: nnx.GraphDef
     tx: optax.GradientTransformation
 
     def init(self, key: jax.Array) -> dict:
-        params = nnx.to_pure_dict(nnx.split(self.build(nnx.Rngs(key)))[1])
+        params = nnx.to_pure_dict(nnx.split(self.build(rngs=nnx.Rngs(key)))[1])
         return {"params": params, "opt_state": self.tx.init(params)}
 
     def disc_fn(self, params) -> DiscFn:
-        model = nnx.merge(self.graphdef, params)
-        return lambda x_in, tau, labels=None: model(x_in, tau, labels)
+        return nnx.merge(self.graphdef, params)  # (x_in, tau, labels) -> logits
 
 
 def critic_setup(config: ConfigDict) -> Optional[CriticSetup]:
@@ -44,7 +43,7 @@ def critic_setup(config: ConfigDict) -> Optional[CriticSetup]:
     build = functools.partial(Discriminator, d.image_size * d.image_size * d.channels, c.width, c.depth,
                               num_classes=d.num_classes)
     graphdef = nnx.split(nnx.eval_shape(lambda: build(rngs=nnx.Rngs(0))))[0]
-    return CriticSetup(lambda rngs: build(rngs=rngs), graphdef, optax.adam(c.lr, b1=c.b1, b2=c.b2))
+    return CriticSetup(build, graphdef, optax.adam(c.lr, b1=c.b1, b2=c.b2))
 
 
 def critic_specs(abstract_critic: dict) -> dict:
