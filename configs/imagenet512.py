@@ -14,9 +14,10 @@ eps 1e-11, global batch 2048, bf16 compute with float32 parameters, per-block re
 node (mesh.fsdp=-1) and data parallelism across nodes / slices (mesh.dcn). P_mean -0.8, P_std 1.6 (sCM's latent
 ImageNet setting), lr 1e-4, b2 0.99, EMA half-lives 0.05 / 0.1 Mimg, sCD guidance scale s ~ U[1, 2] fed to the
 student. Attention is "blockwise" everywhere so the plan compiles on CPU / TPU; on GPUs,
-`--config.model.attention=cudnn` runs the differentiated pass with cuDNN flash attention. The tangent pass is its
-own blockwise F^- pass (`scm.tangent_attention=blockwise`): memory binds at 1.5B, and sharing the student's pass
-(`=same`) cost +16% temp memory for -19% step time on a small DiT at 1024 tokens (CPU, bench/results/step_ratio.md). Append `,smoke` for a tiny model on the same latent shape (tests, CI).
+`--config.model.attention=cudnn --config.scm.tangent_attention=blockwise` runs the student with cuDNN flash
+attention and F^- as its own blockwise pass (cuDNN cannot be forward-differentiated). Otherwise one jax.jvp of the
+student gives F, F^- and the tangent (`scm.tangent_attention=same`): on TPU v5p it costs 46.4 GiB per chip at 16
+images instead of 44.9 GiB, for 13% fewer FLOPs per step (docs/scale.md). Append `,smoke` for a tiny model on the same latent shape (tests, CI).
 """
 from configs.base import get_base_config, shrink_for_smoke, split_arg
 from scm_jax.models.dit import SIZES
@@ -34,8 +35,7 @@ def get_config(arg: str = "scd"):
     c.optim.update(name="adam", lr=1e-4, b1=0.9, b2=0.99, eps=1e-11)
     c.diffusion.update(P_mean=-0.8, P_std=1.6)
     c.train.update(batch_size=2048, steps=200_000, ema_half_lives_mimg=(0.05, 0.1))
-    c.scm.update(warmup_steps=10_000, teacher_weights="ema_0.05", guidance_lo=1.0, guidance_hi=2.0,  # sCD only
-                 tangent_attention="blockwise")
+    c.scm.update(warmup_steps=10_000, teacher_weights="ema_0.05", guidance_lo=1.0, guidance_hi=2.0)  # sCD only
     c.mesh.update(dcn=1, data=1, fsdp=-1, tensor=1, rules="fsdp")
     if smoke:
         shrink_for_smoke(c, patch_size=8)
