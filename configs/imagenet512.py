@@ -3,7 +3,7 @@
 Encode the images once to 64x64x4 latents (`python -m scm_jax.data.build --source=LATENTS.npz --name=imagenet512
 --data_dir=DATA_DIR`, data.kind latents), plan the memory before booking accelerators, then train:
 
-    scm-plan --config=configs/imagenet512.py:scd --devices=8 --hbm_gib=80            # 8x A100-80GB, 8-way FSDP
+    scm-plan --config=configs/imagenet512.py:scd --topology=a100_sxm_80:1x1x8 --hbm_gib=72.9   # 8x A100-80GB, XLA:GPU
     scm-train --config=configs/imagenet512.py:diffusion --workdir=runs/in512_teacher --config.data.data_dir=DATA_DIR
     scm-train --config=configs/imagenet512.py:scd --workdir=runs/in512_scd --config.data.data_dir=DATA_DIR \\
         --config.scm.teacher_workdir=runs/in512_teacher
@@ -17,7 +17,8 @@ student. Attention is "blockwise" everywhere so the plan compiles on CPU / TPU; 
 `--config.model.attention=cudnn --config.scm.tangent_attention=blockwise` runs the student with cuDNN flash
 attention and F^- as its own blockwise pass (cuDNN cannot be forward-differentiated). Otherwise one jax.jvp of the
 student gives F, F^- and the tangent (`scm.tangent_attention=same`): on TPU v5p it costs 46.4 GiB per chip at 16
-images instead of 44.9 GiB, for 13% fewer FLOPs per step (docs/scale.md). Append `,smoke` for a tiny model on the same latent shape (tests, CI).
+images instead of 44.9 GiB, for 13% fewer FLOPs per step; XLA:GPU plans 44.1 GiB per A100 at 16 images and fits 26
+(docs/scale.md). Append `,smoke` for a tiny model on the same latent shape (tests, CI).
 """
 from configs.base import get_base_config, shrink_for_smoke, split_arg
 from scm_jax.models.dit import SIZES

@@ -2,7 +2,7 @@
 
 Import the images once (`python -m scm_jax.data.build --source=DIR --name=imagenet64 --data_dir=DATA_DIR`), then:
 
-    scm-plan --config=configs/imagenet64.py:scd --devices=8 --hbm_gib=80
+    scm-plan --config=configs/imagenet64.py:scd --topology=a100_sxm_80:1x1x8 --hbm_gib=72.9
     scm-train --config=configs/imagenet64.py:diffusion --workdir=runs/in64_teacher --config.data.data_dir=DATA_DIR
     scm-train --config=configs/imagenet64.py:scd --workdir=runs/in64_scd --config.data.data_dir=DATA_DIR \\
         --config.scm.teacher_workdir=runs/in64_teacher

@@ -1,6 +1,6 @@
 """scm-plan: compile a run's full train step ahead of time for a mesh that is not here; print memory and FLOPs.
 
-    scm-plan --config=configs/imagenet512.py:scd --devices=8 --hbm_gib=80                  # one 8-GPU node, FSDP
+    scm-plan --config=configs/imagenet512.py:scd --devices=8 --hbm_gib=80                  # 8 fake CPU devices (XLA:CPU)
     scm-plan --config=configs/imagenet512.py:scd --devices=64 --config.mesh.dcn=8 --hbm_gib=80   # 8 nodes
     scm-plan --config=configs/imagenet512.py:scd --topology=v5p:2x2x2 --hbm_gib=95         # 8 TPU v5p chips
     scm-plan --config=configs/imagenet512.py:scd --topology=a100_sxm_80:1x1x8 --hbm_gib=80  # 8 A100s, XLA:GPU
@@ -21,7 +21,8 @@ Where it compiles:
   --topology=G:PxHxD  GPUs compiled by XLA:GPU without a GPU (deviceless AOT): G is a target description shipped in
                   scm_jax/assets/gpu (a100_sxm_80, h100_sxm) or the path of a GpuTargetConfigProto .txtpb; P x H x D
                   is partitions x hosts x GPUs per host, e.g. 1x1x8 (one node) or 1x8x8 (8 nodes, mesh.dcn=8).
-                  Needs the CUDA PJRT plugin: `pip install -e '.[gpu-plan]'`; no CUDA libraries or driver.
+                  Needs the CUDA PJRT plugin: `pip install -e '.[gpu-plan]'`; no CUDA libraries or driver (with
+                  the plugin, other jax programs on a GPU-less host warn "Unable to load CUDA": JAX_PLATFORMS=cpu).
 
 Printed for each compile: per-device memory = arguments + outputs - aliases (the donated state) + temporaries,
 from `compiled.memory_analysis()`, and FLOPs per step per device from `compiled.cost_analysis()` (a deviceless XLA:GPU compile has no cost
