@@ -199,25 +199,34 @@ class Planner:
 
 def largest_fitting(compile_at: Callable[[int], Compiled], hbm_bytes: float, b1: int, b2: int,
                     tries: int = 3) -> tuple[int, list[Compiled]]:
-    """Largest per-device batch whose compile fits `hbm_bytes` (0: none), predicted from the line through two
-    compiles and checked by compiling at the prediction; a miss refits the line through it and steps down."""
+    """Largest per-device batch whose compile fits `hbm_bytes` (0: none). Secant search: the line through the two
+    compiles nearest the limit predicts the batch that reaches it, a compile there checks it, up to `tries` times;
+    it stops early once the line points at a batch already compiled."""
     if not 0 < b1 < b2:
         raise ValueError(f"--fit_batches={b1},{b2}: give two increasing per-device batches >= 1.")
     runs = {b: compile_at(b) for b in (b1, b2)}
-    line = (runs[b1], runs[b2])
     for _ in range(tries):
-        predicted = _predict(*line, hbm_bytes)
-        if predicted < 1:
-            return 0, list(runs.values())
-        if predicted not in runs:
-            runs[predicted] = compile_at(predicted)
-        check = runs[predicted]
-        if check.total <= hbm_bytes:
-            return predicted, list(runs.values())
-        nearest = min((r for b, r in runs.items() if b != predicted), key=lambda r: abs(r.batch_per_device - predicted))
-        line = (nearest, check)
-    raise ValueError(f"no per-device batch within {hbm_bytes / GIB:g} GiB found in {tries} checks; compile a "
-                     "smaller --batch_per_device directly.")
+        best = max((b for b, r in runs.items() if r.total <= hbm_bytes), default=0)
+        miss = min((b for b, r in runs.items() if r.total > hbm_bytes), default=math.inf)
+        nearest = sorted(runs.values(), key=lambda r: abs(r.total - hbm_bytes))[:2]
+        predicted = min(max(_predict(*sorted(nearest, key=lambda r: r.batch_per_device), hbm_bytes), best), miss - 1)
+        if predicted < 1 or predicted in runs:
+            break
+        runs[predicted] = compile_at(predicted)
+    best = max((b for b, r in runs.items() if r.total <= hbm_bytes), default=0)
+    return best, sorted(runs.values(), key=lambda r: r.batch_per_device)
+
+
+def verdict(best: int, runs: list[Compiled], hbm_gib: float) -> str:
+    """The search's answer, saying how far the compiles prove it."""
+    tried = {r.batch_per_device for r in runs}
+    if not best:
+        return (f"no per-device batch fits {hbm_gib:g} GiB: " + (
+            "even batch 1 does not (more FSDP devices, remat='full', or bf16 parameters)." if 1 in tried else
+            f"the smallest compiled, {min(tried)}, does not; try smaller --fit_batches."))
+    return f"largest per-device batch within {hbm_gib:g} GiB: {best}" + (
+        f" (batch {best + 1} compiled and does not fit)" if best + 1 in tried else
+        f" (the line through the compiles nearest the limit reaches it here; batch {best + 1} was not compiled)")
 
 
 def _predict(p: Compiled, q: Compiled, hbm_bytes: float) -> int:
@@ -263,8 +272,7 @@ def main(argv) -> None:
         if len(_FIT.value) != 2:
             raise ValueError(f"--fit_batches={','.join(_FIT.value)}: give exactly two per-device batches.")
         best, runs = largest_fitting(compile_at, _HBM.value * GIB, *map(int, _FIT.value))
-        print(f"largest per-device batch within {_HBM.value:g} GiB: {best}" + (
-            "" if best else " (even batch 1 does not fit: more FSDP devices, remat='full', or bf16 parameters)"))
+        print(verdict(best, runs, _HBM.value))
     if _JSON.value:
         with open(_JSON.value, "w") as fh:
             json.dump([dataclasses.asdict(r) | {"total": r.total} for r in runs], fh, indent=1)
