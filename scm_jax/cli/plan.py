@@ -262,6 +262,8 @@ def main(argv) -> None:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; options are --flag=value.")
     ensure_cpu_devices(None if _TOPOLOGY.value else _DEVICES.value)
     config = _CONFIG.value
+    if _TOPOLOGY.value:  # compile-only executables cannot be loaded back from a persistent compilation cache
+        jax.config.update("jax_enable_compilation_cache", False)
     devices = plan_devices(_TOPOLOGY.value, _NUM_SLICES.value)
     planner = Planner(config, mesh_from_config(config.mesh, devices))
     print(describe(planner, devices), HEADER, sep="\n", flush=True)

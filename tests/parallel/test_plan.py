@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import pytest
 
 from configs import imagenet512
@@ -29,7 +30,15 @@ def test_smoke_scd_step_reports_memory_and_flops():
     assert 0 < c.alias <= c.argument and c.total > 0  # the donated state is aliased to the new state
 
 
-def test_gpu_compile_without_a_gpu_holds_the_cpu_compiles_state():
+@pytest.fixture
+def no_compilation_cache():
+    """Compile-only executables cannot be read back from the tests' persistent cache (scm-plan turns it off too)."""
+    jax.config.update("jax_enable_compilation_cache", False)
+    yield
+    jax.config.update("jax_enable_compilation_cache", True)
+
+
+def test_gpu_compile_without_a_gpu_holds_the_cpu_compiles_state(no_compilation_cache):
     """XLA:GPU compiles for two A100 nodes described offline (the gpu-plan extra), one process per node as
     mesh.dcn; the sharded state (arguments, outputs, aliases) is byte for byte the fake-CPU compile's on the same
     mesh; the temporaries are XLA:GPU's own."""
