@@ -224,9 +224,11 @@ def verdict(best: int, runs: list[Compiled], hbm_gib: float) -> str:
         return (f"no per-device batch fits {hbm_gib:g} GiB: " + (
             "even batch 1 does not (more FSDP devices, remat='full', or bf16 parameters)." if 1 in tried else
             f"the smallest compiled, {min(tried)}, does not; try smaller --fit_batches."))
+    miss = min((b for b in tried if b > best), default=None)
     return f"largest per-device batch within {hbm_gib:g} GiB: {best}" + (
-        f" (batch {best + 1} compiled and does not fit)" if best + 1 in tried else
-        f" (the line through the compiles nearest the limit reaches it here; batch {best + 1} was not compiled)")
+        f" (batch {best + 1} compiled and does not fit)" if miss == best + 1 else
+        f" (batch {miss} does not fit; {best + 1}-{miss - 1} were not compiled)" if miss else
+        f" (batch {best + 1} and above were not compiled)")
 
 
 def _predict(p: Compiled, q: Compiled, hbm_bytes: float) -> int:

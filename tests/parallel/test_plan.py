@@ -88,7 +88,7 @@ def test_largest_fitting_extrapolates_and_checks():
     compile_at, calls = _fake(lambda b: (10 + 3 * b) * GIB)
     best, runs = largest_fitting(compile_at, 80 * GIB, 4, 8)
     assert best == 23 and calls == [4, 8, 23]  # the line through 8 and 23 points back at 23: done
-    assert verdict(best, runs, 80).endswith("batch 24 was not compiled)")
+    assert verdict(best, runs, 80).endswith(": 23 (batch 24 and above were not compiled)")
 
 
 def test_largest_fitting_steps_down_when_the_line_is_optimistic():
@@ -96,7 +96,7 @@ def test_largest_fitting_steps_down_when_the_line_is_optimistic():
     compile_at, calls = _fake(lambda b: memory(b) * GIB)
     best, runs = largest_fitting(compile_at, 80 * GIB, 4, 8)
     assert memory(best) <= 80 < memory(best + 1) and calls[:3] == [4, 8, 23] and len(calls) == 5
-    assert verdict(best, runs, 80).endswith(f"batch {best + 1} was not compiled)")
+    assert verdict(best, runs, 80).endswith(f"(batch 23 does not fit; {best + 1}-22 were not compiled)")
 
 
 def test_largest_fitting_climbs_when_the_line_is_pessimistic():
