@@ -3,7 +3,7 @@
     scm-plan --config=configs/imagenet512.py:scd --devices=8 --hbm_gib=80                  # 8 fake CPU devices (XLA:CPU)
     scm-plan --config=configs/imagenet512.py:scd --devices=64 --config.mesh.dcn=8 --hbm_gib=80   # 8 nodes
     scm-plan --config=configs/imagenet512.py:scd --topology=v5p:2x2x2 --hbm_gib=95         # 8 TPU v5p chips
-    scm-plan --config=configs/imagenet512.py:scd --topology=a100_sxm_80:1x1x8 --hbm_gib=80  # 8 A100s, XLA:GPU
+    scm-plan --config=configs/imagenet512.py:scd --topology=a100_sxm_80:1x1x8 --hbm_gib=72.9  # 8 A100s, XLA:GPU
 
 What is compiled: `scm_jax.train.step.make_train_step` exactly as `scm-train` jits it (student forward and backward,
 the sCM JVP tangent pass, the sCD teacher with classifier-free guidance, optimizer, EMAs, the non-finite skip),
@@ -25,17 +25,19 @@ Where it compiles:
                   the plugin, other jax programs on a GPU-less host warn "Unable to load CUDA": JAX_PLATFORMS=cpu).
 
 Printed for each compile: per-device memory = arguments + outputs - aliases (the donated state) + temporaries,
-from `compiled.memory_analysis()`, and FLOPs per step per device from `compiled.cost_analysis()` (a deviceless XLA:GPU compile has no cost
-analysis: its FLOPs are printed as "-"; the HLO, hence the count, is the one the CPU and TPU compiles report). With
---hbm_gib, the largest per-device batch that fits: memory is close to affine in the batch, so compiles at the two
---fit_batches give the line, and a compile at the predicted batch checks it (stepping down if it does not fit).
+from `compiled.memory_analysis()`, and FLOPs per step per device from `compiled.cost_analysis()` (a deviceless
+XLA:GPU compile has none: "-"; the program is the one whose FLOPs the CPU and TPU compiles report). With
+--hbm_gib, the largest per-device batch that fits: compiles at the two --fit_batches give a line, a compile where
+it reaches the limit checks it, and the line through the two compiles nearest the limit is refitted (up to three
+checks: memory is close to affine in the batch, below XLA's own rematerialization limit).
 "Per-device batch" is global batch / data-parallel size (dcn * data * fsdp): images per device and step without
 tensor parallelism. With --config.train.grad_accum_steps=k the step scans k microbatches of batch/k per device,
 so memory follows the microbatch (plan a microbatch m with --batch_per_device=m*k).
 
-Caveats: a CPU compile's memory is an estimate for GPUs (XLA:CPU fuses, lays out and schedules buffers
-differently from XLA:GPU, and has no cuDNN kernels); a --topology compile is XLA:TPU's or XLA:GPU's own figure. XLA's cost
-analysis counts a loop body once, so the blockwise attention (a lax.scan over key blocks) is undercounted.
+Caveats: a CPU compile's memory is an upper bound for GPUs (XLA:CPU fuses, lays out and schedules buffers
+differently and keeps rematerialised activations live); a --topology compile is XLA:TPU's or XLA:GPU's own
+figure. XLA's cost analysis counts a loop body once, so the blockwise attention (a lax.scan over key blocks) is
+undercounted.
 """
 import dataclasses
 import json
