@@ -113,10 +113,12 @@ def ensure_cpu_devices(n: Optional[int]) -> None:
 
 def gpu_target(name: str) -> Optional[str]:
     """The GpuTargetConfigProto text of a shipped GPU name or a .txtpb path; None where `name` is not a GPU."""
-    path = pathlib.Path(name) if name.endswith(".txtpb") else GPU_TARGETS / f"{name}.txtpb"
-    if name.endswith(".txtpb") and not path.is_file():
-        raise ValueError(f"--topology={name}:...: no GPU target description at {path}.")
-    return path.read_text() if path.is_file() else None
+    if name.endswith(".txtpb"):
+        if not os.path.isfile(name):
+            raise ValueError(f"--topology={name}:...: no GPU target description at {name}.")
+        return pathlib.Path(name).read_text()
+    shipped = GPU_TARGETS / f"{name}.txtpb"
+    return shipped.read_text() if shipped.is_file() else None
 
 
 def gpu_devices(target: str, topology: str) -> list:
@@ -208,15 +210,19 @@ def largest_fitting(compile_at: Callable[[int], Compiled], hbm_bytes: float, b1:
         raise ValueError(f"--fit_batches={b1},{b2}: give two increasing per-device batches >= 1.")
     runs = {b: compile_at(b) for b in (b1, b2)}
     for _ in range(tries):
-        best = max((b for b, r in runs.items() if r.total <= hbm_bytes), default=0)
         miss = min((b for b, r in runs.items() if r.total > hbm_bytes), default=math.inf)
         nearest = sorted(runs.values(), key=lambda r: abs(r.total - hbm_bytes))[:2]
-        predicted = min(max(_predict(*sorted(nearest, key=lambda r: r.batch_per_device), hbm_bytes), best), miss - 1)
+        line = _predict(*sorted(nearest, key=lambda r: r.batch_per_device), hbm_bytes)
+        predicted = min(max(line, _fitting(runs, hbm_bytes)), miss - 1)
         if predicted < 1 or predicted in runs:
             break
         runs[predicted] = compile_at(predicted)
-    best = max((b for b, r in runs.items() if r.total <= hbm_bytes), default=0)
-    return best, sorted(runs.values(), key=lambda r: r.batch_per_device)
+    return _fitting(runs, hbm_bytes), sorted(runs.values(), key=lambda r: r.batch_per_device)
+
+
+def _fitting(runs: dict[int, Compiled], hbm_bytes: float) -> int:
+    """The largest compiled batch within `hbm_bytes` (0: none)."""
+    return max((b for b, r in runs.items() if r.total <= hbm_bytes), default=0)
 
 
 def verdict(best: int, runs: list[Compiled], hbm_gib: float) -> str:

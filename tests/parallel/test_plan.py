@@ -23,7 +23,8 @@ def _smoke_scd(dcn=1):
 
 
 def test_smoke_scd_step_reports_memory_and_flops():
-    planner = Planner(_smoke_scd(), mesh_from_config(_smoke_scd().mesh))
+    config = _smoke_scd()
+    planner = Planner(config, mesh_from_config(config.mesh))
     assert planner.dp == 8 and planner.teacher  # 8-way FSDP, the teacher's parameters are an input
     c = planner.compile(2)
     assert c.global_batch == 16 and c.flops > 0 and c.temp > 0
@@ -48,10 +49,11 @@ def test_gpu_compile_without_a_gpu_holds_the_cpu_compiles_state(no_cache_writes)
     mesh; the temporaries are XLA:GPU's own."""
     devices = plan_devices("a100_sxm_80:1x2x4", num_slices=1)
     assert [d.process_index for d in devices] == [0] * 4 + [1] * 4 and devices[0].platform == "gpu"
-    gpu = Planner(_smoke_scd(dcn=2), mesh_from_config(_smoke_scd(dcn=2).mesh, devices))
+    config = _smoke_scd(dcn=2)
+    gpu = Planner(config, mesh_from_config(config.mesh, devices))
     assert dict(gpu.mesh.shape) == {"dcn": 2, "data": 1, "fsdp": 4, "tensor": 1}
     assert {d.process_index for d in gpu.mesh.devices[1].flat} == {1}  # a node per dcn index
-    g, c = gpu.compile(2), Planner(_smoke_scd(dcn=2), mesh_from_config(_smoke_scd(dcn=2).mesh)).compile(2)
+    g, c = gpu.compile(2), Planner(config, mesh_from_config(config.mesh)).compile(2)
     assert (g.argument, g.output, g.alias) == (c.argument, c.output, c.alias)
     assert g.temp > 0 and g.flops is None  # deviceless XLA:GPU has no cost analysis
 
