@@ -9,6 +9,7 @@ import base64
 import itertools
 import json
 import logging
+import os
 import time
 from typing import Any
 
@@ -39,6 +40,8 @@ class Checkpointer:
         if keep < 1 or save_interval_steps < 1:
             raise ValueError(f"keep={keep} and save_interval_steps={save_interval_steps} must both be >= 1.")
         self.directory = epath.Path(directory)
+        if not self.directory.is_absolute():  # Orbax's tensorstore writes need absolute paths
+            self.directory = epath.Path(os.path.abspath(directory))
         _check_writable(self.directory)
         # FixedIntervalPolicy alone: Orbax's default also saves the first step of every fresh run (a full
         # 1.5B-parameter write at step 1); preemption and the final step are saved by the loop with force=True.

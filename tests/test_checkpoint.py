@@ -91,6 +91,16 @@ def test_bytes_and_none_data_state_round_trip(tmp_path, data_state):
     assert ckpt.restore(_abstract(state))[2] == data_state
 
 
+def test_relative_directory_saves_and_restores(tmp_path, monkeypatch):
+    """`scm-train --workdir=runs/main` (the README's main job) gives the checkpointer a relative path."""
+    monkeypatch.chdir(tmp_path)
+    state = {"w": jnp.ones((2, 2))}
+    ckpt = Checkpointer("runs/main/checkpoints", keep=1, save_interval_steps=1, async_save=False)
+    _save(ckpt, 0, state)
+    assert (tmp_path / "runs/main/checkpoints/0").is_dir()
+    assert ckpt.restore(_abstract(state))[0] == 0
+
+
 def test_keeps_latest_k_at_save_interval(tmp_path):
     state = {"w": jnp.ones((2, 2))}
     ckpt = Checkpointer(tmp_path, keep=2, save_interval_steps=2)
