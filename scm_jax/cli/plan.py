@@ -63,8 +63,8 @@ from scm_jax.train.optim import make_optimizer
 from scm_jax.train.state import make_setup, model_specs
 from scm_jax.train.step import make_train_step, model_apply
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:arg]).",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config: a shipped name[:arg] (embedded:sct) or a file path[:arg].", lock_config=True)
 _DEVICES = flags.DEFINE_integer("devices", 8, "Number of fake CPU devices to compile for (unless --topology).")
 _TOPOLOGY = flags.DEFINE_string("topology", None, "TPU or GPU topology to compile for: v5p:2x2x2 (needs libtpu) or "
                                  "a100_sxm_80:1x1x8 (needs the CUDA plugin, extra gpu-plan).")

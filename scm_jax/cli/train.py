@@ -1,6 +1,6 @@
 """scm-train: train a diffusion teacher, sCT or sCD model.
 
-    scm-train --config=configs/embedded.py:sct --workdir=runs/sct [--config.train.steps=5000 ...]
+    scm-train --config=embedded:sct --workdir=runs/sct [--config.train.steps=5000 ...]
 
 Rerunning the same command in the same workdir resumes from its latest checkpoint. Multi-host: run the same
 command on every host; `jax.distributed.initialize()` is called when a cluster is detected (SLURM under srun, a
@@ -14,8 +14,8 @@ from scm_jax.cli.common import run_app
 from scm_jax.parallel.distributed import initialize
 from scm_jax.train.loop import train_and_evaluate
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:arg]).",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config: a shipped name[:arg] (embedded:sct) or a file path[:arg].", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples.")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
