@@ -31,6 +31,13 @@ setup(
         "test": ["pytest>=8", "pytest-xdist>=3.5"],
         # torchvision 0.28.0 is the one whose wheel installs beside the CPU torch 2.13.0 (newer pulls CUDA torch)
         "torch-check": ["torch==2.13.0", "torchvision==0.28.0", "pytorch-fid==0.3.0"],
+        # Training on accelerators: jax's own extras at the pinned version. cuda12: jax-cuda12-plugin[with-cuda] and
+        # jax-cuda12-pjrt 0.10.2 with pip's CUDA 12 / cuDNN libraries (needs an NVIDIA driver); tpu: libtpu 0.0.42.*
+        "cuda12": ["jax[cuda12]==0.10.2"],
+        "tpu": ["jax[tpu]==0.10.2"],
+        # gs:// workdirs: config.json, metrics.jsonl, TensorBoard events and samples go through etils.epath (gcsfs);
+        # Orbax's checkpoints use TensorStore's own GCS driver
+        "gcs": ["gcsfs"],
         # scm-plan --topology: TPU chips described offline (the libtpu jax 0.10.2 pins; runs on CPU-only hosts)
         "tpu-plan": ["libtpu==0.0.42.*"],
         # scm-plan --topology=a100_sxm_80:1x1x8: XLA:GPU compiles without a GPU (the plugin of jaxlib 0.10.2, no CUDA libs)

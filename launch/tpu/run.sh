@@ -2,7 +2,8 @@
 # scm-train on a Cloud TPU VM slice (docs/runbook.md). Every step runs on all workers (--worker=all).
 #
 #   launch/tpu/run.sh create        # gcloud: create the slice (spot with SPOT=1)
-#   launch/tpu/run.sh setup         # copy this checkout (or git clone REPO_URL), install, mount the bucket
+#   launch/tpu/run.sh setup         # copy this checkout (or git clone REPO_URL), pip install -e '.[tpu,gcs]',
+#                                   # mount the bucket
 #   launch/tpu/run.sh train         # start scm-train on every worker, detached; logs in ~/scm-train.log
 #   launch/tpu/run.sh logs          # follow worker 0's log (the progress line)
 #   launch/tpu/run.sh stop          # SIGTERM: every worker saves the current step and exits
@@ -31,7 +32,6 @@ BUCKET="${BUCKET:-}"
 CONFIG="${CONFIG:-configs/imagenet512.py:scd}"
 WORKDIR="${WORKDIR:-/mnt/${BUCKET:-BUCKET}/runs/scm}"
 ARGS="${ARGS:-}"
-JAX_VERSION="0.10.2"  # setup.py pins jax; jax[tpu] brings the matching libtpu
 REMOTE_DIR="scm_jax"
 
 tpu() {  # gcloud compute tpus tpu-vm SUBCOMMAND TPU_NAME ... in this project and zone
@@ -79,7 +79,7 @@ mount_bucket() {
 setup() {
   copy_code
   on_all_workers "set -e; cd ${REMOTE_DIR} && python3 -m venv ~/venv && source ~/venv/bin/activate &&
-    pip install -q -U pip && pip install -q -e . 'jax[tpu]==${JAX_VERSION}'"
+    pip install -q -U pip && pip install -q -e '.[tpu,gcs]'"
   mount_bucket
 }
 
