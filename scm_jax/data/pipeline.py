@@ -46,13 +46,15 @@ class Loader:
 def make_loader(
     source: grain.sources.RandomAccessDataSource, *, global_batch_size: int, process_index: int,
     process_count: int, seed: int, num_epochs: int | None = None, shuffle: bool = True, kind: Literal["pixels", "latents"] = "pixels",
-    image_shape: tuple[int, int, int] | None = None, num_threads: int = 2,
+    image_shape: tuple[int, int, int] | None = None, num_threads: int = 2, num_classes: int | None = None,
 ) -> Loader:
     """Local batches of `source` records {"image": HWC, "label": int (optional)} for this process.
 
     Pixels (uint8) become float32 in [-1, 1]; latents (float) stay as they are. Sets without labels give
     label 0. `num_epochs=None` repeats forever; a finite count drops the last incomplete global batch.
-    `image_shape` (H, W, C), when given, must match the records (e.g. the model's input shape).
+    `image_shape` (H, W, C), when given, must match the records (e.g. the model's input shape). Every batch's
+    labels must lie in [0, num_classes) (default: the class count the source records; 0: unchecked), checked on
+    the host: an out-of-range label would index past the model's class embedding.
     """
     local_batch_size = _check_batch(global_batch_size, process_index, process_count, len(source))
     _check_record(source[0], kind, image_shape)
@@ -61,6 +63,9 @@ def make_loader(
         dataset = dataset.shuffle(seed=seed)
     dataset = dataset.repeat(num_epochs).map(functools.partial(_to_arrays, kind=kind))
     dataset = dataset.batch(local_batch_size, drop_remainder=True)
+    num_classes = recorded_classes(source) if num_classes is None else num_classes
+    if num_classes:
+        dataset = dataset.map(functools.partial(_check_labels, num_classes=num_classes))
     stop = None if num_epochs is None else len(source) * num_epochs // global_batch_size * process_count
     dataset = dataset.slice(slice(process_index, stop, process_count))
     fingerprint = {
@@ -75,6 +80,22 @@ def _to_arrays(record: dict, *, kind: str) -> Batch:
     if kind == "pixels":
         image = image / 127.5 - 1.0
     return {"image": image, "label": np.int32(record.get("label", 0))}
+
+
+def recorded_classes(source: grain.sources.RandomAccessDataSource) -> int:
+    """The class count a tfds source records (0: no labels or nothing recorded)."""
+    info = getattr(source, "dataset_info", None)
+    return info.features["label"].num_classes if info is not None and "label" in info.features else 0
+
+
+def _check_labels(batch: Batch, *, num_classes: int) -> Batch:
+    labels = batch["label"]
+    if labels.min() < 0 or labels.max() >= num_classes:
+        bad = labels[(labels < 0) | (labels >= num_classes)]
+        raise ValueError(f"data: a batch holds label {int(bad[0])} ({len(bad)} of {len(labels)} out of range), outside "
+                         f"[0, data.num_classes={num_classes}); set --config.data.num_classes to the set's number "
+                         "of classes or rebuild the set with labels 0..K-1.")
+    return batch
 
 
 def _check_batch(global_batch_size: int, process_index: int, process_count: int, num_records: int) -> int:

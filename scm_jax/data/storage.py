@@ -99,6 +99,32 @@ class ArrayFeatures:
         if not self.latents and self.shape[-1] not in (1, 3, 4):
             raise ValueError(f"Pixel images need 1, 3 or 4 channels, got shape {self.shape}.")
 
+    @classmethod
+    def from_tfds(cls, features: tfds.features.FeaturesDict) -> "ArrayFeatures | None":
+        """What a stored data set records about its examples (None for images of unrecorded size)."""
+        image = features["image"]
+        if len(image.shape) != 3 or None in image.shape:
+            return None
+        label = features["label"] if "label" in features else None
+        names = None if label is None else tuple(label.names)
+        return cls(tuple(image.shape), not isinstance(image, tfds.features.Image), names)
+
+    @property
+    def kind(self) -> str:
+        return "latents" if self.latents else "pixels"
+
+    @property
+    def num_classes(self) -> int:
+        """Recorded classes; 0 for a set without labels (as data.num_classes says it)."""
+        return 0 if self.class_names is None else len(self.class_names)
+
+    def config_flags(self) -> str:
+        """The scm-train overrides that make a config's data match these examples."""
+        height, width, channels = self.shape
+        size = height if height == width else f"{height} (non-square {height}x{width}: not trainable)"
+        return (f"--config.data.image_size={size} --config.data.channels={channels} "
+                f"--config.data.num_classes={self.num_classes} --config.data.kind={self.kind}")
+
     def tfds_features(self) -> tfds.features.FeaturesDict:
         image = (
             tfds.features.Tensor(shape=self.shape, dtype=np.float32) if self.latents
@@ -111,13 +137,15 @@ class ArrayFeatures:
         )
 
     def encode(self, image: np.ndarray, label: int | None = None) -> dict:
-        """One example as `tfds_features()` stores it; checks dtype and shape."""
+        """One example as `tfds_features()` stores it; checks dtype, shape and (latents) finite values."""
         dtype = np.float32 if self.latents else np.uint8
         if image.dtype != dtype or image.shape != self.shape:
             raise ValueError(
-                f"Expected a {np.dtype(dtype).name} array of shape {self.shape}, "
-                f"got {image.dtype.name} {image.shape}."
+                f"expected a {np.dtype(dtype).name} array of shape {self.shape}, "
+                f"got {image.dtype.name} {image.shape}; every image of a data set has one dtype and shape."
             )
+        if self.latents and not np.isfinite(image).all():
+            raise ValueError("holds NaN or Inf values; clean the latents (np.isfinite) before building.")
         example = {"image": image if self.latents else png_bytes(image)}
         if self.class_names is not None:
             example["label"] = label
@@ -130,7 +158,10 @@ class ArrayFeatures:
         if labels is not None and labels.shape != (len(images),):
             raise ValueError(f"Expected {len(images)} labels, got an array of shape {labels.shape}.")
         for i, image in enumerate(images):
-            yield self.encode(image, None if labels is None else int(labels[i]))
+            try:
+                yield self.encode(image, None if labels is None else int(labels[i]))
+            except ValueError as e:
+                raise ValueError(f"record {i}: {e}") from None
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -141,9 +172,11 @@ def png_bytes(image: np.ndarray) -> bytes:
 
 
 def array_features(
-    images: np.ndarray, labels: np.ndarray | None = None, class_names: Sequence[str] | None = None
+    images: np.ndarray, labels: np.ndarray | None = None, class_names: Sequence[str] | None = None,
+    num_classes: int | None = None,
 ) -> ArrayFeatures:
-    """Features for NHWC `images` (uint8 pixels or float32 latents) and optional int labels (all labels)."""
+    """Features for NHWC `images` (uint8 pixels or float32 latents) and optional int labels (all labels) of
+    `num_classes` classes (default: as many as class names, else max label + 1, every class present)."""
     if images.ndim != 4 or images.shape[0] == 0:
         raise ValueError(f"Expected a non-empty NHWC array, got shape {images.shape}.")
     if images.dtype not in (np.uint8, np.float32):
@@ -152,7 +185,7 @@ def array_features(
             "convert with .astype(np.uint8) after scaling to [0, 255], or .astype(np.float32)."
         )
     if labels is not None:
-        class_names = _class_names(labels, class_names)
+        class_names = _class_names(labels, class_names, num_classes)
     return ArrayFeatures(tuple(images.shape[1:]), images.dtype == np.float32, class_names)
 
 
@@ -165,10 +198,17 @@ def write_arrays(
     return write_tfds(data_dir, name, features.tfds_features(), {split: features.encode_all(images, labels)})
 
 
-def _class_names(labels: np.ndarray, class_names: Sequence[str] | None) -> tuple[str, ...]:
+def _class_names(labels: np.ndarray, class_names: Sequence[str] | None, num_classes: int | None) -> tuple[str, ...]:
+    """Labels must be 0..K-1: K from the class names, the stated `num_classes`, or max + 1 when all occur."""
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"Labels must be a 1-D integer array, got {labels.dtype.name} {labels.shape}.")
-    names = tuple(class_names) if class_names is not None else tuple(str(c) for c in range(labels.max() + 1))
-    if labels.min() < 0 or labels.max() >= len(names):
-        raise ValueError(f"Labels must lie in [0, {len(names)}), got [{labels.min()}, {labels.max()}].")
+    low, high, present = int(labels.min()), int(labels.max()), len(np.unique(labels))
+    if class_names is None and num_classes is None and (low < 0 or present != high + 1):
+        raise ValueError(
+            f"labels take {present} values in [{low}, {high}]; labels must be 0..K-1 for K classes: remap them "
+            f"(np.unique(labels, return_inverse=True)[1]) or state K with --num_classes (>= {high + 1}).")
+    names = tuple(class_names) if class_names is not None else tuple(str(c) for c in range(num_classes or high + 1))
+    if low < 0 or high >= len(names):
+        raise ValueError(f"labels lie in [{low}, {high}], outside [0, {len(names)}) of the {len(names)} classes; "
+                         "remap them to 0..K-1 or state the class count K with --num_classes.")
     return names

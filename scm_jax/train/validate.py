@@ -8,9 +8,11 @@ import jax
 import numpy as np
 from ml_collections import ConfigDict
 
+from scm_jax.data.storage import ArrayFeatures
 from scm_jax.models.attention import ATTENTION_KINDS
 from scm_jax.parallel.mesh import mesh_shape
 from scm_jax.parallel.sharding import RULES
+from scm_jax.train import runs
 
 OBJECTIVES = ("diffusion", "sct", "scd", "cd", "ct", "ict", "ect", "pcm", "pscm")
 PHASED_OBJECTIVES = ("pcm", "pscm")
@@ -95,10 +97,16 @@ def _validate_batch(config: ConfigDict) -> None:
 
 
 def validate_data(source, config: ConfigDict) -> None:
-    """Spot-checks records spread over `source` against config.data: finite values, labels in [0, num_classes).
+    """The data set's recorded shape, kind and class count against config.data, the teacher's data (distillation),
+    then records spread over `source` spot-checked: finite values, labels in [0, num_classes).
 
-    The loader checks dtype and shape against the kind and the model input (scm_jax.data.pipeline)."""
+    The loader checks dtype and shape of sets that record none (scm_jax.data.pipeline) and every batch's labels."""
     n, d = len(source), config.data
+    info = getattr(source, "dataset_info", None)  # tfds sources record their features
+    recorded = None if info is None else ArrayFeatures.from_tfds(info.features)
+    if recorded is not None:
+        _compare_recorded(recorded, d)
+    _validate_teacher_data(config)
     for i in sorted({k * (n - 1) // (SPOT_CHECKS - 1) for k in range(SPOT_CHECKS)}):
         record = source[i]
         image = np.asarray(record["image"])
@@ -108,14 +116,48 @@ def validate_data(source, config: ConfigDict) -> None:
         label = int(record.get("label", 0))
         if d.num_classes and not 0 <= label < d.num_classes:
             raise ValueError(f"data: record {i} of {d.name!r} has label {label}, outside [0, data.num_classes="
-                             f"{d.num_classes}); set data.num_classes to the set's number of classes.")
+                             f"{d.num_classes}); set --config.data.num_classes to the set's number of classes.")
+
+
+def _compare_recorded(recorded: ArrayFeatures, d: ConfigDict) -> None:
+    """One line naming both values and the --config.data flag to change."""
+    height, width, channels = recorded.shape
+    if recorded.shape != (d.image_size, d.image_size, d.channels):
+        raise ValueError(
+            f"data: {d.name!r} holds {height}x{width}x{channels} images, the config {d.image_size}x{d.image_size}x"
+            f"{d.channels} (data.image_size, data.channels); set --config.data.image_size={height} "
+            f"--config.data.channels={channels}, or rebuild the set with python -m scm_jax.data.build "
+            f"--resolution={d.image_size} --channels={d.channels} (image folders).")
+    if recorded.kind != d.kind:
+        raise ValueError(f"data: {d.name!r} holds {recorded.kind}, the config data.kind={d.kind!r}; set "
+                         f"--config.data.kind={recorded.kind}.")
+    if d.num_classes and recorded.num_classes != d.num_classes:
+        held = f"{recorded.num_classes} classes" if recorded.num_classes else "no labels"
+        raise ValueError(f"data: {d.name!r} has {held} (recorded when it was built), the config data.num_classes="
+                         f"{d.num_classes}; set --config.data.num_classes={recorded.num_classes}.")
+
+
+def _validate_teacher_data(config: ConfigDict) -> None:
+    """A distilled teacher reads the student's batches: its config's data must have their shape and classes."""
+    distills = config.objective in ("scd", "cd") or (config.objective in PHASED_OBJECTIVES and config.pcm.distill)
+    if not distills or not config.scm.teacher_workdir:
+        return
+    d, t = config.data, runs.read_config(config.scm.teacher_workdir).data
+    ours, theirs = (d.image_size, d.channels, d.num_classes), (t.image_size, t.channels, t.num_classes)
+    if ours != theirs:
+        raise ValueError(
+            f"data: the teacher in {config.scm.teacher_workdir} was trained on {t.image_size}x{t.image_size}x"
+            f"{t.channels} images with {t.num_classes} classes (the teacher's config.json), this run's data is "
+            f"{d.image_size}x{d.image_size}x{d.channels} with {d.num_classes}; distil on the teacher's data: "
+            f"--config.data.image_size={t.image_size} --config.data.channels={t.channels} "
+            f"--config.data.num_classes={t.num_classes}.")
 
 
 def validate_workdir(workdir: str) -> None:
-    """Creates `workdir` and writes a probe file into it."""
-    probe = os.path.join(workdir, f".write_probe_{jax.process_index()}")
+    """A probe file written to `workdir`, or to its nearest existing parent while the run has not created it: a
+    run that fails before its first checkpoint leaves no folder behind."""
+    probe = os.path.join(_nearest_existing(workdir), f".write_probe_{os.getpid()}_{jax.process_index()}")
     try:
-        os.makedirs(workdir, exist_ok=True)
         with open(probe, "w") as fh:
             fh.write("ok")
         os.remove(probe)
@@ -124,10 +166,17 @@ def validate_workdir(workdir: str) -> None:
                               "point --workdir at a writable directory with free space.") from e
 
 
+def _nearest_existing(path: str) -> str:
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return path
+
+
 def validate_free_space(workdir: str, abstract_state: Any) -> None:
     """The workdir's disk must hold at least one more checkpoint of `abstract_state`."""
     need = sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(abstract_state))
-    free = shutil.disk_usage(workdir).free
+    free = shutil.disk_usage(_nearest_existing(workdir)).free
     if free < need:
         raise OSError(errno.ENOSPC, f"workdir {workdir!r} has {free / 2**20:.1f} MiB free but one checkpoint of "
                                     f"this run takes {need / 2**20:.1f} MiB; free space or use another --workdir.")

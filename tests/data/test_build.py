@@ -58,8 +58,8 @@ def test_npz_pixels_and_latents_read_back(tmp_path):
     (tmp_path / "shards").mkdir()  # latents larger than memory come as shards, read one at a time
     np.savez(tmp_path / "shards" / "0.npz", images=latents[:3].astype(np.float16), labels=np.arange(3))
     np.savez(tmp_path / "shards" / "1.npz", images=latents[3:].astype(np.float16), labels=np.arange(3, 5))
-    build.build(str(tmp_path / "pixels.npz"), "pix", str(tmp_path))
-    build.build(str(tmp_path / "shards"), "lat", str(tmp_path), split="validation")
+    build.build(str(tmp_path / "pixels.npz"), "pix", str(tmp_path), num_classes=5)  # not every class occurs
+    build.build(str(tmp_path / "shards"), "lat", str(tmp_path), split="validation", kind="latents")
     pix, lat = _read(tmp_path, "pix"), _read(tmp_path, "lat", "validation")
     np.testing.assert_array_equal([r["image"] for r in pix], images)
     np.testing.assert_array_equal([r["label"] for r in pix], labels)
@@ -74,7 +74,7 @@ def test_errors(tmp_path):
     with pytest.raises(ValueError, match="neither an .npz file nor a folder"):
         build.build(str(tmp_path / "images.zip"), "zipped", str(tmp_path))
     np.savez(tmp_path / "ints.npz", images=np.zeros((2, 4, 4, 3), np.int64))
-    with pytest.raises(ValueError, match="uint8 pixels or float32 latents"):
+    with pytest.raises(ValueError, match="ints.npz holds int64 images; pixels must be uint8"):
         build.build(str(tmp_path / "ints.npz"), "ints", str(tmp_path))
     np.savez(tmp_path / "other.npz", pictures=np.zeros((2, 4, 4, 3), np.uint8))
     with pytest.raises(ValueError, match="expected images under"):
@@ -87,3 +87,67 @@ def test_errors(tmp_path):
     build.build(str(tmp_path / "ok.npz"), "ok", str(tmp_path))
     with pytest.raises(FileExistsError, match="already holds"):
         build.build(str(tmp_path / "ok.npz"), "ok", str(tmp_path))
+
+
+_RNG = np.random.default_rng(2)
+_DIGITS = _RNG.integers(0, 256, (12, 8, 8, 1), dtype=np.uint8)
+_LATENTS = _RNG.normal(size=(12, 4, 4, 4)).astype(np.float32)
+
+
+def _bad_sources(tmp_path) -> dict:
+    """Name -> the --source of each bad input (files written under tmp_path/src)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    np.savez(src / "floats.npz", images=_DIGITS / 255.0)
+    np.savez(src / "nan.npz", images=np.where(np.arange(12)[:, None, None, None] == 7, np.nan, _LATENTS))
+    np.savez(src / "rgba.npz", images=np.repeat(_DIGITS, 4, axis=-1))
+    np.savez(src / "labels.npz", images=_DIGITS, labels=np.arange(12) % 10 + 5)
+    np.savez(src / "ok.npz", images=_DIGITS, labels=np.arange(12) % 3)
+    (src / "text.npz").write_text("not an archive")
+    _write_pngs(src / "pngs", _DIGITS[:2, ..., 0])
+    (src / "pngs" / "002.png").write_bytes(b"\x89PNG truncated")
+    return {k: str(src / v) for k, v in {"floats": "floats.npz", "nan": "nan.npz", "rgba": "rgba.npz",
+                                         "labels": "labels.npz", "ok": "ok.npz", "text": "text.npz",
+                                         "pngs": "pngs"}.items()}
+
+
+@pytest.mark.parametrize("source, flags, message", [
+    ("floats", [], "floats.npz holds float64 images; pixels must be uint8 in [0, 255]"),
+    ("nan", ["--kind=latents"], "nan.npz: record 7: holds NaN or Inf values"),
+    ("ok", ["--kind=latents"], "ok.npz holds uint8 images; --kind=latents needs float arrays"),
+    ("rgba", [], "rgba.npz holds 4-channel (RGBA?) pixels; drop the alpha channel"),
+    ("labels", [], "labels.npz: labels take 10 values in [5, 14]; labels must be 0..K-1"),
+    ("labels", ["--num_classes=10"], "labels.npz: labels lie in [5, 14], outside [0, 10)"),
+    ("ok", ["--resolution=16"], "ok.npz holds 8x8 images, --resolution=16"),
+    ("ok", ["--channels=3"], "ok.npz holds 1-channel images, --channels=3"),
+    ("text", [], "text.npz is not a readable .npz archive"),
+    ("pngs", [], "002.png is not a readable image"),
+    ("pngs", ["--num_classes=3"], "pngs has 0 class subfolders, --num_classes=3"),
+])
+def test_bad_input_is_one_line_naming_the_file_and_leaves_nothing(tmp_path, capsys, source, flags, message):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_:
+        build.main([f"--source={_bad_sources(tmp_path)[source]}", "--name=bad", f"--data_dir={out}", *flags])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert exit_.value.code == 2 and len(errors) == 1 and message in errors[0], errors
+    assert not out.exists()
+
+
+def test_failed_build_into_an_existing_data_dir_leaves_it_as_it_was(tmp_path):
+    (tmp_path / "out").mkdir()
+    np.savez(tmp_path / "nan.npz", images=np.full((3, 2, 2, 1), np.nan, np.float32))
+    with pytest.raises(ValueError, match="record 0: holds NaN"):
+        build.build(str(tmp_path / "nan.npz"), "bad", str(tmp_path / "out"), kind="latents")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_hint_names_every_config_flag(tmp_path, capsys):
+    np.savez(tmp_path / "set.npz", images=_LATENTS, labels=np.arange(12) % 4)
+    build.main([f"--source={tmp_path / 'set.npz'}", "--name=lat4", f"--data_dir={tmp_path}", "--kind=latents",
+                "--num_classes=5"])
+    assert capsys.readouterr().out.strip().endswith(
+        f"train with --config.data.name=lat4 --config.data.data_dir={tmp_path} --config.data.image_size=4 "
+        "--config.data.channels=4 --config.data.num_classes=5 --config.data.kind=latents")
+    np.savez(tmp_path / "rgba.npz", images=np.repeat(_DIGITS, 4, axis=-1))  # stated: kept
+    build.build(str(tmp_path / "rgba.npz"), "rgba", str(tmp_path), channels=4)
+    assert _read(tmp_path, "rgba")[0]["image"].shape == (8, 8, 4)

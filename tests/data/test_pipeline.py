@@ -106,3 +106,14 @@ def test_state_from_another_stream_is_rejected():
     state = _loader(seed=0).get_state()
     with pytest.raises(ValueError, match="saved for"):
         _loader(seed=1).set_state(state)
+
+
+def test_out_of_range_label_is_an_error_in_the_batch_that_holds_it():
+    source = _source()
+    source[13]["label"] = 11  # batch 1 of the unshuffled stream
+    loader = _loader(source, shuffle=False, num_classes=10)
+    assert next(loader)["label"].max() == 7
+    with pytest.raises(ValueError, match=r"data: a batch holds label 11 \(1 of 8 out of range\), outside "
+                                         r"\[0, data.num_classes=10\)"):
+        next(loader)
+    assert next(_loader(source, num_classes=0))["label"].shape == (8,)  # 0: unconditional, labels unchecked

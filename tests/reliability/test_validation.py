@@ -1,5 +1,6 @@
 """Bad config, data, checkpoint or workdir: one clear error naming the problem, before any compute."""
 import errno
+import re
 import shutil
 from collections import namedtuple
 
@@ -9,6 +10,8 @@ import pytest
 from scm_jax.data.build import build
 from scm_jax.train import runs
 from scm_jax.train.loop import train_and_evaluate
+from scm_jax.train.validate import validate_data
+from tests.cli.helpers import assert_one_line_error
 from tests.reliability.harness import run_cli, smoke
 
 
@@ -46,29 +49,63 @@ def test_cli_error_is_one_line_naming_the_fix(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def _data_set(tmp_path, images: np.ndarray, labels: np.ndarray) -> dict:
-    np.savez(tmp_path / "set.npz", images=images, labels=labels)
-    build(str(tmp_path / "set.npz"), "bad_set", str(tmp_path / "data"))
+def _data_set(tmp_path, images: np.ndarray, labels: np.ndarray | None, **build_options) -> dict:
+    np.savez(tmp_path / "set.npz", images=images, **({} if labels is None else {"labels": labels}))
+    build(str(tmp_path / "set.npz"), "bad_set", str(tmp_path / "data"), **build_options)
     return {"data.name": "bad_set", "data.data_dir": str(tmp_path / "data")}
 
 
 _RNG = np.random.default_rng(0)
 _PIXELS = _RNG.integers(0, 256, (32, 32, 32, 1), dtype=np.uint8)
 _LABELS = np.arange(32) % 10
-_NAN_LATENTS = np.where(np.arange(32)[:, None, None, None] == 31, np.nan, _PIXELS / 255.0).astype(np.float32)
 
 
-@pytest.mark.parametrize("images, labels, overrides, match", [
-    (_PIXELS, _LABELS + 5, {}, r"record \d+ of 'bad_set' has label 1[0-4], outside \[0, data.num_classes=10\)"),
-    (_NAN_LATENTS, _LABELS, {"data.kind": "latents"}, "record 31 of 'bad_set' holds non-finite values"),
-    (_PIXELS / 255.0, _LABELS, {}, "kind='pixels' needs uint8 images"),
-    (_PIXELS[:, :28, :28], _LABELS, {}, r"images of shape \(28, 28, 1\), expected \(32, 32, 1\)"),
-], ids=["label range", "NaN latents", "dtype", "shape"])
-def test_bad_data_fails_before_any_compute(tmp_path, images, labels, overrides, match):
-    config = smoke(**_data_set(tmp_path, images, labels), **overrides)
-    with pytest.raises(ValueError, match=match):
+@pytest.mark.parametrize("images, labels, build_options, overrides, match", [
+    (_PIXELS, _LABELS + 5, {"num_classes": 15}, {}, "data: 'bad_set' has 15 classes (recorded when it was built), "
+     "the config data.num_classes=10; set --config.data.num_classes=15."),
+    (_PIXELS, None, {}, {}, "data: 'bad_set' has no labels (recorded when it was built), the config "
+     "data.num_classes=10; set --config.data.num_classes=0."),
+    (_PIXELS / 255.0, _LABELS, {"kind": "latents"}, {}, "data: 'bad_set' holds latents, the config "
+     "data.kind='pixels'; set --config.data.kind=latents."),
+    (_PIXELS[:, :28, :28], _LABELS, {}, {}, "data: 'bad_set' holds 28x28x1 images, the config 32x32x1 "
+     "(data.image_size, data.channels); set --config.data.image_size=28 --config.data.channels=1"),
+], ids=["class count", "no labels", "kind", "shape"])
+def test_data_unlike_the_config_fails_before_any_compute(tmp_path, images, labels, build_options, overrides,
+                                                         match):
+    config = smoke(**_data_set(tmp_path, images, labels, **build_options), **overrides)
+    with pytest.raises(ValueError, match=re.escape(match)):
         train_and_evaluate(config, str(tmp_path / "run"))
-    assert not (tmp_path / "run" / runs.CHECKPOINT_DIR).exists()
+    assert not (tmp_path / "run").exists()
+
+
+def test_data_error_through_the_binary_is_one_line(tmp_path):
+    flags = [f"--config.{k}={v}" for k, v in _data_set(tmp_path, _PIXELS, _LABELS + 5, num_classes=15).items()]
+    out = run_cli(tmp_path / "run", *flags)
+    assert_one_line_error(out.returncode, out.stderr, "set --config.data.num_classes=15.")
+    assert not (tmp_path / "run").exists()
+
+
+def test_records_are_spot_checked_for_finite_values_and_label_range():
+    """Sets that record nothing (not built by scm_jax.data.build) are spot-checked record by record."""
+    images = np.zeros((32, 32, 32, 1), np.float32)
+    source = [{"image": images[i] if i != 31 else images[i] * np.nan, "label": i % 10} for i in range(32)]
+    with pytest.raises(ValueError, match="record 31 of 'embedded' holds non-finite values"):
+        validate_data(source, smoke())
+    source = [{"image": images[i], "label": i % 10 + 5} for i in range(32)]
+    with pytest.raises(ValueError, match=r"record \d+ of 'embedded' has label 1[0-4], outside \[0, data.num_classes"):
+        validate_data(source, smoke())
+
+
+def test_scd_on_data_unlike_the_teachers_names_the_teachers_config(tmp_path):
+    teacher = smoke("diffusion", **{"data.image_size": 16})
+    runs.write_config(teacher, str(tmp_path))
+    student = smoke("scd", **{"scm.teacher_workdir": str(tmp_path)})
+    source = [{"image": np.zeros((32, 32, 1), np.uint8), "label": 0}] * 16
+    with pytest.raises(ValueError, match=re.escape(
+            f"data: the teacher in {tmp_path} was trained on 16x16x1 images with 10 classes (the teacher's "
+            "config.json), this run's data is 32x32x1 with 10; distil on the teacher's data: "
+            "--config.data.image_size=16")):
+        validate_data(source, student)
 
 
 def test_unwritable_workdir(tmp_path):
@@ -83,7 +120,7 @@ def test_full_workdir(tmp_path, monkeypatch):
     with pytest.raises(OSError, match=r"has 0.0 MiB free but one checkpoint of this run takes [\d.]+ MiB") as e:
         train_and_evaluate(smoke(), str(tmp_path / "run"))
     assert e.value.errno == errno.ENOSPC
-    assert not (tmp_path / "run" / runs.CHECKPOINT_DIR).exists()
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("text, match", [("{\"objective\": ", "not valid config JSON"), ("{}", "lacks")])
