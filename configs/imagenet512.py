@@ -10,7 +10,9 @@ Encode the images once to 64x64x4 latents (`python -m scm_jax.data.build --sourc
     scm-train --config=configs/imagenet512.py:sct --workdir=runs/in512_sct --config.data.data_dir=DATA_DIR
 
 Issue 7 settings: DiT-1.5B (36 blocks, 1536 wide, 24 heads) on 64x64x4 latents with patch 2 (1024 tokens), Adam
-eps 1e-11, global batch 2048, bf16 compute with float32 parameters, per-block remat, FSDP over every device of a
+eps 1e-11, global batch 2048 in microbatches of 16 per device (`train.microbatch`; the trainer derives the
+accumulation steps: 16 on one 8-GPU node, 4 on 4 nodes or a v5p-64 slice; `--config.train.microbatch=32` uses a
+v5p chip's room, up to 36), bf16 compute with float32 parameters, per-block remat, FSDP over every device of a
 node (mesh.fsdp=-1) and data parallelism across nodes / slices (mesh.dcn). P_mean -0.8, P_std 1.6 (sCM's latent
 ImageNet setting), lr 1e-4, b2 0.99, EMA half-lives 0.05 / 0.1 Mimg, sCD guidance scale s ~ U[1, 2] fed to the
 student. Attention is "blockwise" everywhere so the plan compiles on CPU / TPU; on GPUs,
@@ -35,7 +37,9 @@ def get_config(arg: str = "scd"):
                    remat="full", **SIZES["1.5B"])
     c.optim.update(name="adam", lr=1e-4, b1=0.9, b2=0.99, eps=1e-11)
     c.diffusion.update(P_mean=-0.8, P_std=1.6)
-    c.train.update(batch_size=2048, steps=200_000, ema_half_lives_mimg=(0.05, 0.1))
+    # 16 images per device per pass: within scm-plan's maxima (docs/scale.md: 26 per A100-80GB, 36 per v5p chip;
+    # 52.2 of 72.7 GiB per H100 at 16); the accumulation steps follow from the device count (4 on 32 devices).
+    c.train.update(batch_size=2048, steps=200_000, ema_half_lives_mimg=(0.05, 0.1), microbatch=16)
     c.scm.update(warmup_steps=10_000, teacher_weights="ema_0.05", guidance_lo=1.0, guidance_hi=2.0)  # sCD only
     c.mesh.update(dcn=1, data=1, fsdp=-1, tensor=1, rules="fsdp")
     if smoke:

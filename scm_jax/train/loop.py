@@ -2,41 +2,76 @@
 
 data -> sharded state (restored if the workdir has a checkpoint) -> jitted steps -> logs, sample grids,
 checkpoints. SIGTERM / SIGINT save the current step and return; non-finite updates are skipped and counted.
+The workdir is a local directory or any etils.epath URL (gs://bucket/run). At start-up the run reports its
+platform, mesh, batch split and XLA's FLOPs per step (scm_jax.train.report); every `train.log_every` steps it logs
+the window's metrics with img/s, step time and MFU of the train steps alone (scm_jax.train.progress).
 """
+import contextlib
+import dataclasses
 import functools
-import math
 import os
+import tempfile
 import time
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
 from absl import logging
+from etils import epath
 from ml_collections import ConfigDict
 
 from scm_jax.data.pipeline import make_loader
 from scm_jax.data.sources import DataOptions, open_source
 from scm_jax.eval.periodic import make_sample_eval
 from scm_jax.parallel import sharding
+from scm_jax.parallel.batch import BatchSplit, batch_devices, split_batch
 from scm_jax.parallel.mesh import mesh_from_config
 from scm_jax.samplers import generate
 from scm_jax.samplers.images import save_grid
-from scm_jax.train import runs
-from scm_jax.train.log import Writer, window_means
+from scm_jax.train import compilation, progress, runs
+from scm_jax.train.log import Writer, is_remote, window_means
 from scm_jax.train.optim import learning_rate, make_optimizer
 from scm_jax.train.preemption import Preemption
+from scm_jax.train.profile import Profiler
+from scm_jax.train.report import format_report, startup_report
 from scm_jax.train.state import Setup, make_setup, sharded_init
 from scm_jax.train.step import make_train_step, model_apply, phase_edges
 from scm_jax.train.validate import (PHASED_OBJECTIVES, TEACHER_OBJECTIVES, validate_config, validate_data,
                                     validate_free_space, validate_workdir)
 
 
+@dataclasses.dataclass
+class Session:
+    """What the steps of one session of a run use besides the state."""
+    config: ConfigDict
+    setup: Setup
+    split: BatchSplit
+    train_step: Callable
+    loader: object
+    ckpt: runs.Checkpointer
+    writer: Writer
+    workdir: str
+    preempted: Preemption
+    profiler: Profiler
+    evaluate: Optional[Callable]
+    grids: dict
+    cache_dir: Optional[str]
+
+
 def train_and_evaluate(config: ConfigDict, workdir: str) -> dict:
     """Trains `config` in `workdir`; returns the final state."""
     validate_config(config)
-    validate_workdir(workdir)
+    cache_dir = compilation.enable_cache(config.train.compile_cache_dir, workdir)  # before the first compilation
+    local = not is_remote(workdir)  # validate.py's workdir checks use the local file system
+    if local:
+        validate_workdir(workdir)
     mesh = mesh_from_config(config.mesh)
+    split = split_batch(config.train.batch_size, config.train.microbatch, config.train.grad_accum_steps,
+                        batch_devices(mesh))
+    logging.info("batch: %s", split)
     setup = make_setup(config, mesh, make_optimizer(config.optim))
-    validate_free_space(workdir, setup.abstract)
+    if local:
+        validate_free_space(workdir, setup.abstract)
     evaluate = make_sample_eval(config, functools.partial(model_apply, setup.graphdef), mesh,
                                 setup.model_cfg.guidance_embed)  # checks its files before any training
     grids = make_grid_samplers(config, setup)
@@ -54,25 +89,41 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict:
         loader.set_state(data_state)
         logging.info("resumed %s at step %d", workdir, start)
     runs.write_config(config, workdir)
-    train_step = make_train_step(setup, config, teacher_fn)
-    with Writer(workdir) as writer, Preemption() as preempted:
-        state = run_steps(config, setup, state, train_step, loader, ckpt, writer, workdir, preempted, evaluate,
-                          grids)
+    train_step = make_train_step(setup, with_accumulation(config, split), teacher_fn)
+    with Writer(workdir) as writer, Preemption() as preempted, Profiler(config.profile, workdir) as profiler:
+        state = run_steps(Session(config, setup, split, train_step, loader, ckpt, writer, workdir, preempted,
+                                  profiler, evaluate, grids, cache_dir), state)
     ckpt.wait()
     ckpt.close()
     return state
 
 
-def run_steps(config, setup, state, train_step, loader, ckpt, writer, workdir, preempted, evaluate,
-              grids) -> dict:
+def with_accumulation(config: ConfigDict, split: BatchSplit) -> ConfigDict:
+    """`config` with train.grad_accum_steps the split's (the train step reads it); config.json keeps the user's."""
+    resolved = config.copy_and_resolve_references()
+    resolved.train.grad_accum_steps = split.accum_steps
+    return resolved
+
+
+def run_steps(s: Session, state: dict) -> dict:
+    config = s.config
     step, total, bad_run = int(state["step"]), config.train.steps, 0
-    window, t_window, first = [], time.time(), step
-    batch_sharding = jax.sharding.NamedSharding(setup.mesh, jax.sharding.PartitionSpec(sharding.BATCH))
+    first, window, timer, flops = step, [], progress.StepTimer(), None
+    device_kind = jax.devices()[0].device_kind
+    batch_sharding = jax.sharding.NamedSharding(s.setup.mesh, jax.sharding.PartitionSpec(sharding.BATCH))
     while step < total:
-        local = next(loader)
+        local = next(s.loader)
         batch = {k: jax.make_array_from_process_local_data(batch_sharding, v) for k, v in local.items()}
-        state, metrics = train_step(state, batch)
+        s.profiler.before_step(step)
+        if step == first:
+            flops = compilation.step_flops(s.train_step, state, batch, s.split.accum_steps)
+            state, metrics = first_step(s, state, batch, flops)
+            timer.restart()  # the throughput windows leave out the compilation
+        else:
+            state, metrics = s.train_step(state, batch)
+            timer.count()
         step += 1
+        s.profiler.after_step(step, state["step"])
         window.append(metrics)
         if step % config.train.log_every == 0 or step == total:
             window = jax.device_get(window)
@@ -81,33 +132,66 @@ def run_steps(config, setup, state, train_step, loader, ckpt, writer, workdir, p
             trailing = next((i for i, ok in enumerate(reversed(finite)) if ok), None)  # bad steps at the end
             bad_run = bad_run + len(finite) if trailing is None else trailing
             summary = window_means(window)
-            elapsed = time.time() - t_window
             summary.update(lr=learning_rate(config.optim, step), skipped_steps=skipped,
-                           img_per_s=len(window) * config.train.batch_size / elapsed,
-                           step_time_s=elapsed / len(window))
-            writer.scalars(step, summary)
-            logging.info("step %d/%d  %s  eta %s", step, total, _fmt(summary),
-                         _eta((total - step) * summary["step_time_s"]))
+                           **throughput(timer, s.split, flops, device_kind))
+            s.writer.scalars(step, summary)
+            eta = progress.eta((total - step) * summary["step_time_s"]) if "step_time_s" in summary else "-"
+            logging.info("step %d/%d  %s  eta %s", step, total, _fmt(summary), eta)
             if bad_run >= config.train.max_bad_steps:
                 raise FloatingPointError(
                     f"{bad_run} consecutive steps up to {step} had a non-finite loss or gradient; updates were "
-                    f"skipped, the last good checkpoint is step {ckpt.latest_step()}. Lower optim.lr, enable "
+                    f"skipped, the last good checkpoint is step {s.ckpt.latest_step()}. Lower optim.lr, enable "
                     "optim.grad_clip or check the data.")
-            window, t_window = [], time.time()
-        if config.sample.every_steps and (step % config.sample.every_steps == 0 or step == total):
-            write_samples(grids, config, state, writer, workdir, step)
-        if evaluate is not None and (step % config.eval.every_steps == 0 or step == total):
-            writer.scalars(step, evaluate(next(iter(state["ema"].values()))))
-        stop = preempted.reached(step)
-        if stop or step == total:
-            ckpt.save(step, state, data_state=loader.get_state(), config_json=config.to_json(), force=True)
-            if stop:
-                logging.warning("preempted: saved step %d; rerun the same command to resume.", step)
-                break
-        else:
-            ckpt.save(step, state, data_state=loader.get_state(), config_json=config.to_json())
+            window = []
+            timer.restart()
+        if after_step(s, state, step, timer):
+            logging.warning("preempted: saved step %d; rerun the same command to resume.", step)
+            break
     logging.info("finished %d steps (%d this session)", step, step - first)
     return state
+
+
+def first_step(s: Session, state: dict, batch: dict, flops: Optional[float]) -> tuple[dict, dict]:
+    """The session's first step, compiling (or loading from the cache) the train step; then the start-up report."""
+    hits, t0 = compilation.cache_hits(), time.perf_counter()
+    state, metrics = s.train_step(state, batch)
+    jax.block_until_ready(state["step"])
+    fields = startup_report(s.config, s.setup.mesh, s.split, state["params"], flops, s.cache_dir,
+                            time.perf_counter() - t0, compilation.cache_hits() - hits)
+    logging.info("start-up report:\n%s", format_report(fields))
+    s.writer.report(int(state["step"]), "startup", fields)
+    return state, metrics
+
+
+def throughput(timer: progress.StepTimer, split: BatchSplit, flops: Optional[float],
+               device_kind: str) -> dict[str, float]:
+    """img/s (global), step time and MFU of the window's timed steps; {} when it has none (only the first)."""
+    if not timer.steps:
+        return {}
+    step_time = timer.seconds() / timer.steps
+    out = {"img_per_s": split.global_batch / step_time, "step_time_s": step_time}
+    mfu = progress.mfu(flops, step_time, device_kind)
+    return out if mfu is None else {**out, "mfu": mfu}
+
+
+def after_step(s: Session, state: dict, step: int, timer: progress.StepTimer) -> bool:
+    """Sample grids, evaluation and checkpoint due after `step`, outside the timed steps; True when preempted
+    (the step is saved)."""
+    config, total = s.config, s.config.train.steps
+    sample = config.sample.every_steps and (step % config.sample.every_steps == 0 or step == total)
+    evaluate = s.evaluate is not None and (step % config.eval.every_steps == 0 or step == total)
+    stop = s.preempted.reached(step)
+    force = stop or step == total
+    busy = sample or evaluate or force or step % config.checkpoint.every_steps == 0
+    with timer.exclude(state["step"]) if busy else contextlib.nullcontext():
+        if sample:
+            write_samples(s.grids, config, state, s.writer, s.workdir, step)
+        if evaluate:
+            scores = s.evaluate(next(iter(state["ema"].values())))
+            s.writer.scalars(step, scores)
+            logging.info("eval at step %d  %s", step, _fmt(scores))
+        s.ckpt.save(step, state, data_state=s.loader.get_state(), config_json=config.to_json(), force=force)
+    return stop
 
 
 def data_loader(config: ConfigDict):
@@ -162,9 +246,9 @@ def make_grid_samplers(config: ConfigDict, setup: Setup) -> dict:
     """Method name -> jitted sample(params, seed, i) for the `sample.num` grid, built once: the weights are an
     argument, so every grid of the run reuses one compilation (and no checkpoint is baked in as a constant)."""
     d, n = config.data, config.sample.num
-    batch_devices = math.prod(setup.mesh.shape[axis] for axis in sharding.BATCH)
-    if config.sample.every_steps and n % batch_devices:
-        raise ValueError(f"config: sample.num={n} must be a multiple of the {batch_devices} data-parallel devices "
+    devices = batch_devices(setup.mesh)
+    if config.sample.every_steps and n % devices:
+        raise ValueError(f"config: sample.num={n} must be a multiple of the {devices} data-parallel devices "
                          "(the grid is sampled sharded); or set sample.every_steps=0.")
     batches = generate.Batches(n, (d.image_size, d.image_size, d.channels), d.num_classes,
                                guidance=config.scm.guidance_hi if setup.model_cfg.guidance_embed else None)
@@ -176,17 +260,21 @@ def make_grid_samplers(config: ConfigDict, setup: Setup) -> dict:
 def write_samples(grids: dict, config: ConfigDict, state: dict, writer, workdir: str, step: int) -> None:
     """Grids from the first EMA: 1- and 2-step for consistency models, Heun (NFE 35) for diffusion."""
     params, n = next(iter(state["ema"].values())), config.sample.num
-    os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
     for name, sample in grids.items():
         images, _ = generate.sample_many(sample, params, n, n, config.seed + 1)
         writer.images(step, f"samples/{name}", images)
         if jax.process_index() == 0:
-            save_grid(os.path.join(workdir, "samples", f"{name}_{step:07d}.png"), images)
+            save_png(epath.Path(workdir) / "samples" / f"{name}_{step:07d}.png", images)
+
+
+def save_png(path: epath.Path, images) -> None:
+    """The grid written locally, then copied to `path` (any epath location)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, path.name)
+        save_grid(local, images)
+        epath.Path(local).copy(path, overwrite=True)
 
 
 def _fmt(summary: dict) -> str:
     return "  ".join(f"{k}={float(v):.4g}" for k, v in sorted(summary.items()))
-
-
-def _eta(seconds: float) -> str:
-    return time.strftime("%H:%M:%S", time.gmtime(max(seconds, 0)))

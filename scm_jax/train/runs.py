@@ -4,6 +4,7 @@ import os
 from typing import Optional
 
 import jax
+from etils import epath
 from ml_collections import ConfigDict
 
 from scm_jax.checkpoint import Checkpointer
@@ -17,22 +18,22 @@ REQUIRED_KEYS = ("objective", "data", "model", "train", "optim", "checkpoint")
 
 
 def write_config(config: ConfigDict, workdir: str) -> None:
-    """Atomically (temp file + rename): a kill mid-write leaves the previous config.json intact."""
+    """Atomically (temp file + rename): a kill mid-write leaves the previous config.json intact. `workdir`: a local
+    directory or an etils.epath URL (gs://...)."""
     if jax.process_index() == 0:
-        path = os.path.join(workdir, CONFIG_FILE)
-        with open(path + ".tmp", "w") as fh:
-            fh.write(config.to_json(indent=2))
-        os.replace(path + ".tmp", path)
+        path = epath.Path(workdir) / CONFIG_FILE
+        tmp = path.with_name(CONFIG_FILE + ".tmp")
+        tmp.write_text(config.to_json(indent=2))
+        tmp.replace(path)
 
 
 def read_config(workdir: str) -> ConfigDict:
-    path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.exists(path):
+    path = epath.Path(workdir) / CONFIG_FILE
+    if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: {workdir!r} is not a scm-train workdir "
                                 "(train one with scm-train --workdir=...).")
     try:
-        with open(path) as fh:
-            config = ConfigDict(json.load(fh))
+        config = ConfigDict(json.loads(path.read_text()))
     except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as e:
         raise ValueError(f"{path} is not valid config JSON ({e}); rewrite it by rerunning the run's scm-train "
                          "command in this workdir.") from None

@@ -1,13 +1,18 @@
-"""Real training runs of every objective on the embedded data (tiny DiT, a few steps, 8 fake devices)."""
+"""Real training runs of every objective on the embedded data (tiny DiT, a few steps, 8 fake devices), and what a
+user watches: the start-up report, throughput / MFU, the profiler trace and the persistent compilation cache."""
+import glob
 import json
+import logging
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
 import pytest
 
 from configs import embedded
-from scm_jax.train import runs
+from scm_jax.train import progress, runs
 from scm_jax.train.loop import train_and_evaluate
 
 
@@ -56,6 +61,77 @@ def test_resume_equals_uninterrupted_run(tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def scalars(workdir: str, tag: str) -> list[float]:
+@pytest.fixture(scope="module")
+def watched_run(tmp_path_factory):
+    """A smoke run profiling steps 2-3, with a made-up peak for the CPU so that MFU is computed; (workdir, log)."""
+    workdir = str(tmp_path_factory.mktemp("watched"))
+    handler, absl_log = _Lines(), logging.getLogger("absl")
+    absl_log.addHandler(handler)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(progress, "PEAK_BF16_TFLOPS", (("cpu", 1.0),))
+        patch.setattr(absl_log, "level", logging.INFO)
+        train_and_evaluate(smoke("diffusion", **{"profile.start_step": 1, "profile.num_steps": 2}), workdir)
+    absl_log.removeHandler(handler)
+    return workdir, "\n".join(handler.lines)
+
+
+def test_startup_report_reaches_log_and_metrics(watched_run):
+    workdir, log = watched_run
+    report = records(workdir, "startup")[0]
+    assert report["platform"] == "cpu" and report["devices"] == 8 and report["processes"] == 1
+    assert (report["global_batch"], report["per_device_batch"], report["accum_steps"]) == (16, 2, 1)
+    assert report["mesh"] == "dcn=1 data=8 fsdp=1 tensor=1" and report["parameters"] > 0
+    assert report["xla_flops_per_step_per_device"] > 0 and report["peak_flops_per_device"] == 1e12
+    assert "start-up report:" in log and "xla_flops_per_step_per_device" in log
+
+
+def test_throughput_and_mfu_are_logged_without_the_first_step(watched_run):
+    workdir, log = watched_run
+    rows = records(workdir, "loss")
+    assert "step_time_s" not in rows[0] or rows[0]["step"] > 1  # the compiling step is never timed
+    assert all(r["img_per_s"] > 0 and 0 < r["mfu"] for r in rows)
+    assert "mfu=" in log and "img_per_s=" in log
+
+
+def test_profiler_writes_a_trace_for_tensorboard(watched_run):
+    workdir, _ = watched_run
+    assert glob.glob(os.path.join(workdir, "profile", "plugins", "profile", "*", "*.xplane.pb"))
+
+
+def test_cpu_reports_no_mfu():
+    assert progress.mfu(1e9, 1.0, "cpu") is None
+
+
+def test_second_start_loads_the_step_from_the_compilation_cache(tmp_path):
+    """Two processes (JAX fixes its cache directory once per process): the second compiles nothing it can load."""
+    cache = tmp_path / "cache"
+    command = [sys.executable, "-m", "scm_jax.cli.train", "--config=configs/embedded.py:diffusion,smoke",
+               "--config.train.steps=2", "--config.sample.every_steps=0", f"--config.train.compile_cache_dir={cache}"]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    for run in ("a", "b"):
+        result = subprocess.run(command + [f"--workdir={tmp_path / run}"], env=env, cwd=root, capture_output=True,
+                                text=True)
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert records(str(tmp_path / "a"), "startup")[0]["compile_cache_hits"] == 0
+    assert records(str(tmp_path / "b"), "startup")[0]["compile_cache_hits"] >= 1
+    assert os.listdir(cache)
+
+
+class _Lines(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def records(workdir: str, key: str) -> list[dict]:
+    """The metrics.jsonl lines holding `key`: "startup" (the start-up report), a metric name."""
     with open(os.path.join(workdir, "metrics.jsonl")) as fh:
-        return [json.loads(line)[tag] for line in fh]
+        return [r.get(key) if key == "startup" else r for r in map(json.loads, fh) if key in r]
+
+
+def scalars(workdir: str, tag: str) -> list[float]:
+    return [r[tag] for r in records(workdir, tag)]
