@@ -4,10 +4,12 @@
     scm-evaluate --samples=s.npz --metric=inception --inception_weights=inception_fid.npz --ref=cifar10_ref.npz
     scm-evaluate --metric=inception --inception_weights=... --ref_data=cifar10 --data_dir=~/tfds --save_ref=ref.npz
 
-mnist: Fréchet distance in the shipped MNIST classifier's feature space, precision/recall (k = 3), confidence,
-class entropy and, with labels (arr_1), class accuracy. inception: FID (pool3, the FID network's semantics),
-Inception Score (10 splits) and, when the reference has features (--ref_data), precision/recall. Inception
-weights load from a local file only (see scm_jax.eval.convert_inception).
+mnist: Fréchet distance in the shipped MNIST classifier's feature space, precision/recall against the 5,000
+embedded digits, confidence, class entropy and, with labels (arr_1, integers in [0, 10)), class accuracy.
+inception: FID (pool3, the FID network's semantics), Inception Score (10 splits) and, when the reference has
+features (--ref_data), precision/recall. Precision/recall (Kynkäänniemi et al. 2019) come with their k (3) and
+reference size in the JSON. Inception weights load from a local file only (see scm_jax.eval.convert_inception).
+Bad input (a missing, corrupt or mixed-size file, labels outside the classes) exits 2 with one `error:` line.
 """
 import json
 import os
@@ -16,9 +18,10 @@ import numpy as np
 from absl import flags, logging
 
 from scm_jax.cli.common import run_app
+from scm_jax.data import importers
 from scm_jax.data.pipeline import make_loader
 from scm_jax.data.sources import DataOptions, open_source
-from scm_jax.eval import metrics, scores
+from scm_jax.eval import embedded_metric, metrics, scores
 from scm_jax.eval.extractor import get_extractor
 from scm_jax.eval.images import require_uint8
 from scm_jax.samplers.images import to_uint8
@@ -39,16 +42,32 @@ def load_samples(path: str) -> tuple[np.ndarray, np.ndarray | None]:
     if not os.path.exists(path):
         raise FileNotFoundError(f"--samples={path} does not exist; make samples with scm-sample.")
     if os.path.isdir(path):
-        from PIL import Image
-        files = sorted(f for f in os.listdir(path) if f.lower().endswith((".png", ".jpg", ".jpeg")))
-        if not files:
-            raise ValueError(f"--samples={path} holds no .png/.jpg images.")
-        images = np.stack([np.asarray(Image.open(os.path.join(path, f))) for f in files])
-        return require_uint8(images[..., None] if images.ndim == 3 else images, path), None
-    with np.load(path) as npz:
-        if "arr_0" not in npz:
-            raise ValueError(f"{path} has keys {sorted(npz.keys())}; an ADM sample file has arr_0 (uint8 NHWC).")
-        return require_uint8(npz["arr_0"], f"{path} (arr_0)"), (npz["arr_1"] if "arr_1" in npz else None)
+        return require_uint8(_folder_images(path), path), None
+    images = importers.npz_array(path, ("arr_0",))
+    if images is None:
+        raise ValueError(f"{path} has no arr_0; an ADM sample file holds uint8 NHWC images under arr_0 (labels "
+                         "under arr_1).")
+    return require_uint8(images, f"{path} (arr_0)"), importers.npz_array(path, ("arr_1",))
+
+
+def _folder_images(path: str) -> np.ndarray:
+    """The PNG/JPEG files of a folder, in name order, as one NHWC array (all of one size and mode)."""
+    files = sorted(f for f in os.listdir(path) if f.lower().endswith((".png", ".jpg", ".jpeg")))
+    if not files:
+        raise ValueError(f"--samples={path} holds no .png/.jpg images.")
+    images = []
+    for name in files:
+        with importers.open_image(os.path.join(path, name)) as image:
+            images.append(np.asarray(image))
+        if images[-1].shape != images[0].shape:
+            raise ValueError(f"{os.path.join(path, name)} is {_size(images[-1])}, {files[0]} {_size(images[0])}; "
+                             "the samples of a folder share one size and mode.")
+    images = np.stack(images)
+    return images[..., None] if images.ndim == 3 else images
+
+
+def _size(image: np.ndarray) -> str:
+    return f"{image.shape[1]}x{image.shape[0]}" + (f"x{image.shape[2]}" if image.ndim == 3 else " grayscale")
 
 
 def reference_features(extractor) -> np.ndarray:
@@ -77,10 +96,24 @@ def inception_metrics(images: np.ndarray | None) -> dict:
     if _REF_DATA.value:
         extractor = get_extractor("inception", _WEIGHTS.value)
         mu_r, sigma_r, ref_features = data_reference(extractor)
-        return {} if images is None else scores.inception_scores(extractor, images, mu_r, sigma_r, ref_features)
+        if images is None:
+            return {}
+        return {**scores.inception_scores(extractor, images, mu_r, sigma_r, ref_features),
+                **precision_recall_setting(len(ref_features))}
     if _REF.value:
         return scores.make_scorer("inception", _WEIGHTS.value, _REF.value)(images, None)
     raise ValueError("--metric=inception needs a reference: --ref=stats.npz or --ref_data=NAME.")
+
+
+def mnist_metrics(images: np.ndarray, labels: np.ndarray | None) -> dict:
+    """The offline MNIST metric against the 5,000 embedded digits."""
+    reference = embedded_metric.mnist_reference()
+    return {**scores.make_scorer("mnist")(images, labels), **precision_recall_setting(len(reference.features))}
+
+
+def precision_recall_setting(reference_size: int) -> dict:
+    """How precision/recall were measured: the k of the k-NN manifolds and the number of reference images."""
+    return {"precision_recall_k": metrics.PR_K, "precision_recall_reference_size": reference_size}
 
 
 def main(argv) -> None:
@@ -91,7 +124,7 @@ def main(argv) -> None:
             return
         raise ValueError("--samples is required (an .npz from scm-sample or an image folder).")
     images, labels = load_samples(_SAMPLES.value)
-    result = scores.make_scorer("mnist")(images, labels) if _METRIC.value == "mnist" else inception_metrics(images)
+    result = mnist_metrics(images, labels) if _METRIC.value == "mnist" else inception_metrics(images)
     result = {"samples": _SAMPLES.value, "metric": _METRIC.value, "num": int(len(images)), **result}
     out = _OUT.value or os.path.splitext(_SAMPLES.value)[0] + f".{_METRIC.value}.json"
     with open(out, "w") as fh:

@@ -146,11 +146,13 @@ def _images_in(folder: pathlib.Path) -> list[pathlib.Path]:
 
 
 def open_image(file: pathlib.Path | str) -> Image.Image:
-    """Pillow's image of `file`; an unreadable file is an error naming it."""
+    """Pillow's image of `file`, decoded; an unreadable or truncated file is an error naming it."""
     try:
-        return Image.open(file)
+        image = Image.open(file)
+        image.load()
     except OSError as e:
         raise ValueError(f"{file} is not a readable image ({e}); remove or replace it.") from None
+    return image
 
 
 def _load(file: pathlib.Path, resolution: int | None, channels: int) -> np.ndarray:

@@ -41,6 +41,7 @@ def mnist_reference(weights_path: str | None = None) -> MnistReference:
 def evaluate_samples(images: np.ndarray, labels: np.ndarray | None = None,
                      reference: MnistReference | None = None) -> dict[str, float]:
     """Metrics of generated digits (NHWC [N, 32, 32, 1], N > 3) against the real ones; see the module doc."""
+    labels = None if labels is None else _checked_labels(labels, len(images))  # before any feature is computed
     if reference is None:
         reference = mnist_reference()
     features, logits = reference.extractor.features_and_logits(images)
@@ -54,8 +55,17 @@ def evaluate_samples(images: np.ndarray, labels: np.ndarray | None = None,
         "classifier_score": metrics.inception_score(logits, num_splits=1)[0],
     }
     if labels is not None:
-        labels = np.asarray(labels)
-        if labels.shape != (features.shape[0],):
-            raise ValueError(f"labels must have shape [{features.shape[0]}] (one per image), got {labels.shape}")
         out["accuracy"] = float(np.mean(probs.argmax(axis=1) == labels))
     return out
+
+
+def _checked_labels(labels: np.ndarray, num: int) -> np.ndarray:
+    """One integer label in [0, 10) per image: the classes of the classifier."""
+    labels = np.asarray(labels)
+    if labels.shape != (num,):
+        raise ValueError(f"labels must have shape [{num}] (one per image), got {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= embedded.NUM_CLASSES:
+        raise ValueError(f"labels ({labels.dtype.name}, in [{labels.min()}, {labels.max()}]) must be integers in "
+                         f"[0, {embedded.NUM_CLASSES}), the mnist metric's classes: give the classes the samples "
+                         "were conditioned on, or no labels.")
+    return labels

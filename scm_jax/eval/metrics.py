@@ -63,7 +63,10 @@ def inception_score(logits: np.ndarray, num_splits: int = 10) -> tuple[float, fl
     return float(np.mean(scores)), float(np.std(scores))
 
 
-def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3, batch_size: int = 1024) -> dict[str, float]:
+PR_K = 3  # Kynkäänniemi et al. 2019
+
+
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = PR_K, batch_size: int = 1024) -> dict[str, float]:
     """Improved precision and recall (Kynkäänniemi et al. 2019) of feature sets [N, D] and [M, D].
 
     Each set's manifold is the union of balls around its points with radius the distance to the k-th nearest

@@ -32,6 +32,8 @@ def test_real_digits_score_well_noise_scores_badly(tmp_path):
         results[name] = json.loads((tmp_path / f"{name}.json").read_text())
     assert results["real"]["accuracy"] > 0.95 and results["noise"]["accuracy"] < 0.3
     assert results["real"]["fd"] < 0.1 * results["noise"]["fd"]
+    assert results["noise"]["precision"] < 0.05 and results["real"]["precision"] > 0.8
+    assert results["real"]["precision_recall_k"] == 3 and results["real"]["precision_recall_reference_size"] == 5000
 
 
 @pytest.mark.parametrize("arrays, message", [
@@ -79,3 +81,26 @@ def test_missing_weights_or_reference_files():
         scores.require_inception_weights("none.npz")
     with pytest.raises(FileNotFoundError, match="--save_ref"):
         scores.reference_stats("none.npz")
+
+
+def _png_folder(folder, sizes):
+    from PIL import Image
+    folder.mkdir()
+    for i, size in enumerate(sizes):
+        Image.new("L", size).save(folder / f"{i:02d}.png")
+    return folder
+
+
+@pytest.mark.parametrize("write, message", [
+    (lambda p: np.savez(p / "s.npz", arr_0=np.zeros((8, 32, 32, 1), np.uint8), arr_1=np.arange(8) + 5),
+     "labels (int64, in [5, 12]) must be integers in [0, 10), the mnist metric's classes"),
+    (lambda p: (p / "s.npz").write_text("not an archive"), "s.npz is not a readable .npz archive"),
+    (lambda p: (_png_folder(p / "s", [(32, 32)] * 3) / "01.png").write_bytes(b"\x89PNG cut"),
+     "01.png is not a readable image"),
+    (lambda p: _png_folder(p / "s", [(32, 32), (32, 32), (28, 28)]), "02.png is 28x28 grayscale, 00.png 32x32"),
+], ids=["labels", "not npz", "corrupt png", "mixed sizes"])
+def test_bad_samples_name_the_file(tmp_path, write, message):
+    write(tmp_path)
+    sample = next(tmp_path.iterdir())
+    assert_one_line_error(*evaluate(f"--samples={sample}"), message)
+    assert [p.name for p in tmp_path.iterdir()] == [sample.name]  # no metrics file written
