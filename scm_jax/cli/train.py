@@ -13,6 +13,7 @@ from ml_collections import config_flags
 from scm_jax.cli.common import run_app
 from scm_jax.parallel.distributed import initialize
 from scm_jax.train.loop import train_and_evaluate
+from scm_jax.train.validate import removed_on_failed_start
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config: a shipped name[:arg] (embedded:sct) or a file path[:arg].", lock_config=True)
@@ -28,7 +29,8 @@ def main(argv) -> None:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; options are --flag=value.")
     initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     logging.info("config:\n%s", _CONFIG.value)
-    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    with removed_on_failed_start(_WORKDIR.value):
+        train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 
 def run() -> None:

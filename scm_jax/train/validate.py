@@ -1,7 +1,9 @@
 """Validation before any compute: config, data, workdir. Each problem is one clear error naming the fix."""
+import contextlib
 import errno
 import os
 import shutil
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -164,6 +166,25 @@ def validate_workdir(workdir: str) -> None:
     except OSError as e:
         raise PermissionError(f"workdir {workdir!r} is not writable ({e.strerror or e}); "
                               "point --workdir at a writable directory with free space.") from e
+
+
+@contextlib.contextmanager
+def removed_on_failed_start(workdir: str) -> Iterator[None]:
+    """A local workdir this run creates is removed again if the run fails having written nothing but its config.json
+    and empty folders, so a failed start leaves no debris; any log or checkpoint file keeps it."""
+    created = "://" not in workdir and not os.path.exists(workdir)
+    try:
+        yield
+    except BaseException:
+        if created and jax.process_index() == 0 and _holds_only_config(workdir):
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise
+
+
+def _holds_only_config(workdir: str) -> bool:
+    files = {os.path.relpath(os.path.join(root, name), workdir)
+             for root, _, names in os.walk(workdir) for name in names}
+    return files <= {runs.CONFIG_FILE}
 
 
 def _nearest_existing(path: str) -> str:

@@ -1,5 +1,6 @@
 """Bad config, data, checkpoint or workdir: one clear error naming the problem, before any compute."""
 import errno
+import os
 import re
 import shutil
 from collections import namedtuple
@@ -10,7 +11,7 @@ import pytest
 from scm_jax.data.build import build
 from scm_jax.train import runs
 from scm_jax.train.loop import train_and_evaluate
-from scm_jax.train.validate import validate_data
+from scm_jax.train.validate import removed_on_failed_start, validate_data
 from tests.cli.helpers import assert_one_line_error
 from tests.reliability.harness import run_cli, smoke
 
@@ -128,3 +129,27 @@ def test_corrupt_config_json_is_one_clear_error(tmp_path, text, match):
     (tmp_path / "config.json").write_text(text)
     with pytest.raises(ValueError, match=match):
         runs.read_config(str(tmp_path))
+
+
+def _fail_after(write):
+    def run(workdir):
+        os.makedirs(os.path.join(workdir, runs.CHECKPOINT_DIR, "empty"), exist_ok=True)
+        write(workdir)
+        raise ValueError("failed start")
+    return run
+
+
+@pytest.mark.parametrize("write, kept", [
+    (lambda w: runs.write_config(smoke(), w), False),
+    (lambda w: open(os.path.join(w, "metrics.jsonl"), "w").close(), True),
+])
+def test_failed_start_leaves_no_workdir_but_keeps_logs(tmp_path, write, kept):
+    """scm-train wraps the run in removed_on_failed_start: a config.json and empty folders are debris."""
+    workdir = str(tmp_path / "run")
+    with pytest.raises(ValueError, match="failed start"), removed_on_failed_start(workdir):
+        _fail_after(write)(workdir)
+    assert os.path.exists(workdir) == kept
+    os.makedirs(workdir, exist_ok=True)  # a workdir that existed before the run is never removed
+    with pytest.raises(ValueError, match="failed start"), removed_on_failed_start(workdir):
+        _fail_after(lambda w: runs.write_config(smoke(), w))(workdir)
+    assert os.path.exists(os.path.join(workdir, runs.CONFIG_FILE))
