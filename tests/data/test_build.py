@@ -123,7 +123,8 @@ def _bad_sources(tmp_path) -> dict:
     ("text", [], "text.npz is not a readable .npz archive"),
     ("pngs", [], "002.png is not a readable image"),
     ("pngs", ["--num_classes=3"], "pngs has 0 class subfolders, --num_classes=3"),
-])
+], ids=["float pixels", "nan latents", "uint8 latents", "rgba", "labels not 0..K-1", "labels over num_classes",
+        "resolution", "channels", "not npz", "corrupt png", "num_classes vs folders"])
 def test_bad_input_is_one_line_naming_the_file_and_leaves_nothing(tmp_path, capsys, source, flags, message):
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exit_:
