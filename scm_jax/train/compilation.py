@@ -29,22 +29,24 @@ def cache_hits() -> int:
     return _hits[0]
 
 
+def cache_dir(setting: str, workdir: str, platform: str, current: Optional[str]) -> Optional[str]:
+    """The cache directory for train.compile_cache_dir = `setting` (see the module doc); `current`: JAX's own."""
+    if setting == "off":
+        return None
+    if setting or current:
+        return setting or current
+    return None if platform == "cpu" else str(epath.Path(workdir) / CACHE_SUBDIR)
+
+
 def enable_cache(setting: str, workdir: str) -> Optional[str]:
-    """Points JAX's persistent compilation cache at the run's directory (see the module doc); returns it or None.
+    """Points JAX's persistent compilation cache at `cache_dir(...)` (or turns it off); returns the directory.
 
     Call before the run's first compilation: JAX fixes the cache directory when it first uses the cache."""
-    current = jax.config.jax_compilation_cache_dir
-    if setting == "off":
-        jax.config.update("jax_enable_compilation_cache", False)
+    directory = cache_dir(setting, workdir, jax.default_backend(), jax.config.jax_compilation_cache_dir)
+    if directory is None:
+        if setting == "off":
+            jax.config.update("jax_enable_compilation_cache", False)
         return None
-    if setting:
-        directory = setting
-    elif current:
-        directory = current
-    elif jax.default_backend() == "cpu":
-        return None
-    else:
-        directory = str(epath.Path(workdir) / CACHE_SUBDIR)
     jax.config.update("jax_compilation_cache_dir", directory)
     logging.info("persistent compilation cache: %s", directory)
     return directory
