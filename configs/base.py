@@ -26,13 +26,20 @@ def get_base_config() -> ConfigDict:
 
     c.data = ConfigDict(dict(name="embedded", data_dir="", split="train", kind="pixels",
                              image_size=32, channels=1, num_classes=10))
-    # DiT (scm_jax.models.dit.DiTConfig); image size / channels / classes come from `data`.
+    # The network (scm_jax.models.registry): name "dit" (scm_jax.models.dit.DiTConfig: patch_size, hidden_size, depth,
+    # num_heads, mlp_ratio) or "unet" (EDM2 U-Net, scm_jax.models.unet.UNetConfig: channels, channel_mult,
+    # num_blocks, attn_resolutions, channels_per_head, modulation); each family reads its own fields and the shared
+    # ones; image size / channels / classes come from `data`. c_noise(t) = t * time_scale under a positional
+    # embedding (max period 1e4): at time_scale 1 the embedding of t in [0, pi/2] is nearly rank 2, so networks
+    # cannot tell noise levels apart (bench/results/ablations.md).
     # Mixed precision: dtype="bfloat16" computes in bf16 while param_dtype="float32" keeps the master weights, the
     # optimizer moments and the EMAs in fp32; time embedding, w_phi(t) and the JVP's time path stay fp32 whatever
     # dtype says. remat: "none" | "full" (recompute each block in the backward pass) | "dots" (keep matmul outputs).
-    c.model = ConfigDict(dict(patch_size=2, hidden_size=384, depth=12, num_heads=6, mlp_ratio=4.0,
+    c.model = ConfigDict(dict(name="dit", patch_size=2, hidden_size=384, depth=12, num_heads=6, mlp_ratio=4.0,
+                              channels=192, channel_mult=(1, 2, 3, 4), num_blocks=3, attn_resolutions=(16, 8),
+                              channels_per_head=64, modulation="double_norm",
                               dropout=0.0, attention="reference", dtype="float32", param_dtype="float32",
-                              remat="none", time_scale=1.0, logvar_channels=128))
+                              remat="none", time_scale=1000.0, logvar_channels=128))
     c.diffusion = ConfigDict(dict(P_mean=-1.0, P_std=1.4, adaptive_weight=True, label_dropout=0.1))
     c.scm = ConfigDict(dict(
         warmup_steps=10_000, tangent_norm="l2", tangent_c=0.1, adaptive_weight=True, prior_weight=False,
@@ -64,9 +71,20 @@ def get_base_config() -> ConfigDict:
     c.optim = ConfigDict(dict(name="radam", lr=1e-4, b1=0.9, b2=0.999, eps=1e-8, warmup_steps=0, grad_clip=0.0))
     # grad_accum_steps: the global batch is split into that many microbatches, scanned inside one jitted step
     # (activation memory of one microbatch; same gradient as the whole batch). batch_size stays the global batch.
+    # EMA half-lives in Mimg, capped at ema_rampup_ratio x the images seen so far (EDM's ramp-up; 0 = off), so the
+    # sampled weights are never dominated by the initialisation.
     c.train = ConfigDict(dict(batch_size=512, steps=100_000, log_every=100, ema_half_lives_mimg=(0.5,),
-                              max_bad_steps=10, grad_accum_steps=1))
+                              ema_rampup_ratio=0.05,
+                              max_bad_steps=10, grad_accum_steps=1, microbatch=0, compile_cache_dir=""))
+    # train.microbatch: the largest per-device batch of one forward / backward pass (what scm-plan answers; 0 = the
+    # whole per-device batch); the trainer derives the accumulation steps from the device count (global batch =
+    # data-parallel devices x microbatch x steps). Set it or grad_accum_steps, not both.
+    # train.compile_cache_dir: persistent compilation cache; "" = WORKDIR/compile_cache on GPU / TPU (none on CPU;
+    # JAX_COMPILATION_CACHE_DIR wins when set), "off", or a directory.
     c.checkpoint = ConfigDict(dict(every_steps=5_000, keep=3, async_save=True))
+    # jax.profiler trace of steps start_step + 1 .. start_step + num_steps into WORKDIR/profile, for TensorBoard's
+    # profile plugin (tensorboard --logdir WORKDIR/profile); num_steps=0: off; start_step >= 1 leaves out compilation.
+    c.profile = ConfigDict(dict(start_step=0, num_steps=0))
     c.sample = ConfigDict(dict(every_steps=10_000, num=64))   # 1- and 2-step grids (Heun for diffusion)
     # Every `every_steps` (0 = off) and at the end: `num_samples` from the first EMA (1- and 2-step; diffusion: Heun
     # with `ode_steps` noise levels, NFE 2N - 1) scored by `metric`: "mnist" (embedded-set FD / accuracy) or

@@ -1,4 +1,4 @@
-"""Embedded MNIST-5k (32x32x1, 10 classes): diffusion teacher, sCT or sCD on a small DiT, on CPU in minutes.
+"""Embedded MNIST-5k (32x32x1, 10 classes): diffusion teacher, sCT or sCD on a small EDM2 U-Net, on CPU in minutes.
 
     scm-train --config=configs/embedded.py:diffusion --workdir=runs/teacher
     scm-train --config=configs/embedded.py:sct --workdir=runs/sct
@@ -23,7 +23,8 @@ def get_config(arg: str = "diffusion"):
     objective, smoke = split_arg(arg, OBJECTIVES)
     c = get_base_config()
     c.objective = objective
-    c.model.update(patch_size=4, hidden_size=128, depth=4, num_heads=4, dropout=0.0)
+    c.model.update(name="unet", channels=32, channel_mult=(1, 2, 2), num_blocks=2, attn_resolutions=(8,),
+                   channels_per_head=32, dropout=0.0)
     c.optim.update(name="adam", lr=1e-3, warmup_steps=100, grad_clip=1.0)
     c.train.update(batch_size=64, steps=2_000, log_every=50, ema_half_lives_mimg=(0.02,))
     c.checkpoint.update(every_steps=500, keep=2)
@@ -34,7 +35,7 @@ def get_config(arg: str = "diffusion"):
     if objective != "diffusion":
         c.optim.lr = 3e-4
     if smoke:
-        c.model.update(patch_size=8, hidden_size=32, depth=1, num_heads=2)
+        c.model.update(channels=8, channel_mult=(1, 2), num_blocks=1, attn_resolutions=(16,), channels_per_head=8)
         c.train.update(batch_size=16, steps=6, log_every=2)
         c.checkpoint.update(every_steps=3, async_save=False)
         c.sample.update(every_steps=6, num=16)

@@ -42,11 +42,11 @@ from flax import nnx
 
 from scm_jax.models.attention import ATTENTION_KINDS
 from scm_jax.models.embeddings import LogvarHead, ScalarEmbedder, sincos_2d
-from scm_jax.models.layers import Mlp, Modulation, SelfAttention, constrain, modulate, names
+from scm_jax.models.layers import (REMAT_POLICIES, Mlp, Modulation, SelfAttention, checkpointed, constrain, modulate,
+                                   names)
 
 _F32 = jnp.float32
 _DTYPES = ("float32", "bfloat16")
-_REMAT_POLICIES = {"full": None, "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
 
 SIZES: dict[str, dict] = {
     "S": dict(depth=12, hidden_size=384, num_heads=6),
@@ -80,7 +80,7 @@ class DiTConfig:
     dtype: str = "float32"  # compute dtype; the time path is always float32
     param_dtype: str = "float32"
     remat: str = "none"  # "none" | "full" | "dots" (jax.checkpoint per block)
-    time_scale: float = 1.0  # c_noise(t) = t * time_scale (sCM: c_noise(t) = t)
+    time_scale: float = 1000.0  # c_noise(t) = t * time_scale (sCM: c_noise(t) = t; 1 is nearly rank 2, see configs/base.py)
     logvar_channels: int = 128  # width of the w_phi(t) head
 
     def __post_init__(self):
@@ -99,7 +99,7 @@ class DiTConfig:
         _require(self.mlp_ratio > 0, f"mlp_ratio must be positive, got {self.mlp_ratio}.")
         _require(self.attention in ATTENTION_KINDS,
                  f"unknown attention {self.attention!r}; expected one of {ATTENTION_KINDS}.")
-        _require(self.remat in ("none", *_REMAT_POLICIES),
+        _require(self.remat in REMAT_POLICIES,
                  f"unknown remat {self.remat!r}; expected 'none', 'full' or 'dots'.")
         for field in ("dtype", "param_dtype"):
             _require(getattr(self, field) in _DTYPES,
@@ -170,7 +170,7 @@ class DiT(nnx.Module):
         )
         self.t_embed = ScalarEmbedder(cfg.hidden_size, param_dtype=pdt, rngs=rngs)
         self.y_embed = nnx.Embed(
-            cfg.num_classes + 1, cfg.hidden_size, embedding_init=nnx.initializers.normal(0.02), dtype=_F32,
+            cfg.num_classes + 1, cfg.hidden_size, embedding_init=nnx.initializers.normal(1.0), dtype=_F32,
             param_dtype=pdt, rngs=rngs, embedding_metadata=names("classes", "cond"),
         ) if cfg.num_classes else None
         self.g_embed = ScalarEmbedder(cfg.hidden_size, zero_out=True, param_dtype=pdt, rngs=rngs) \
@@ -201,19 +201,9 @@ class DiT(nnx.Module):
         h = constrain(h, "batch", "length", "embed")
         for i, block in enumerate(self.blocks):
             key = None if dropout_key is None else jax.random.fold_in(dropout_key, i)
-            h = self._block(block, h, c, key, kind)
+            h = checkpointed(block, cfg.remat, kind)(h, c, key)
         F = einops.rearrange(self.final(h, c), "b (h w) (p q c) -> b (h p) (w q) c", h=cfg.grid, p=p, q=p)
         return F.astype(_F32), self.logvar(c_noise)
-
-    def _block(self, block: DiTBlock, h: jax.Array, c: jax.Array, key: jax.Array | None, kind: str) -> jax.Array:
-        """One block, under jax.checkpoint when remat is on. Functional (split/merge), because the block is pure
-        and an NNX transform here would try to write state back across a caller's jax.jvp trace."""
-        if self.cfg.remat == "none":
-            return block(h, c, key, kind)
-        graphdef, state = nnx.split(block)
-        run = jax.checkpoint(lambda state, *args: nnx.merge(graphdef, state)(*args, kind),
-                             policy=_REMAT_POLICIES[self.cfg.remat])
-        return run(state, h, c, key)
 
     def _conditioning(self, c_noise: jax.Array, labels: jax.Array | None, guidance: jax.Array | None) -> jax.Array:
         """c = emb(c_noise(t)) [+ class embedding] [+ guidance-scale embedding], float32 [B, hidden]."""

@@ -2,6 +2,8 @@
 
 Logical axis names are listed in `scm_jax.models.dit`'s docstring.
 """
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 from flax import linen, nnx
@@ -10,6 +12,7 @@ from scm_jax.models.attention import attention
 
 _F32 = jnp.float32
 _xavier = nnx.initializers.xavier_uniform()
+REMAT_POLICIES = {"none": None, "full": None, "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
 
 
 def names(*axes: str | None) -> dict:
@@ -33,6 +36,16 @@ def layer_norm(x: jax.Array, eps: float = 1e-6) -> jax.Array:
 def pixel_norm(x: jax.Array, eps: float = 1e-6) -> jax.Array:
     """pnorm(x) = x / RMS_channels(x) (sCM adaptive double normalization)."""
     return x * jax.lax.rsqrt(jnp.square(x).mean(-1, keepdims=True) + eps)
+
+
+def checkpointed(block: nnx.Module, remat: str, kind: str) -> Callable:
+    """`block(*args, kind)`, under jax.checkpoint when remat is "full" or "dots". Functional (split/merge), because
+    the block is pure and an NNX transform here would try to write state back across a caller's jax.jvp trace."""
+    if remat == "none":
+        return lambda *args: block(*args, kind)
+    graphdef, state = nnx.split(block)
+    run = jax.checkpoint(lambda state, *args: nnx.merge(graphdef, state)(*args, kind), policy=REMAT_POLICIES[remat])
+    return lambda *args: run(state, *args)
 
 
 def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:

@@ -221,7 +221,9 @@ def make_train_step(setup: Setup, config: ConfigDict, teacher_fn: Optional[Calla
             state["params"], inputs, key, step, **extra)
         updates, opt_state = setup.tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
-        new = {"params": params, "opt_state": opt_state, "ema": ema.update_emas(state["ema"], params, setup.ema_decays),
+        decays = {name: ema.ema_decay(h, config.train.batch_size, step, config.train.ema_rampup_ratio)
+                  for name, h in setup.ema_half_lives.items()}
+        new = {"params": params, "opt_state": opt_state, "ema": ema.update_emas(state["ema"], params, decays),
                "step": step + 1, "rng": state["rng"]}
         if "target" in extra:  # theta^- <- sg(mu(k) theta^- + (1 - mu(k)) theta)   (CM Alg. 2, 3)
             metrics["mu"] = cm.ema_rate(step, cm_options(config))

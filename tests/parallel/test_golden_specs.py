@@ -18,7 +18,7 @@ from configs import imagenet512
 from scm_jax.models.dit import DiT
 from scm_jax.parallel.mesh import AXES
 from scm_jax.parallel.sharding import RULES, param_specs
-from scm_jax.train.state import dit_config
+from scm_jax.train.state import run_model_config
 
 GOLDEN = Path(__file__).parent / "goldens" / "dit_1p5b_specs.json"
 CONFIG = "configs/imagenet512.py:scd"
@@ -37,7 +37,7 @@ def _flat(tree) -> dict:
 
 def snapshot() -> dict:
     """{"meshes": ..., "params": {path: {"shape": [...], rule set: spec}}} of the 1.5B sCD student."""
-    model_cfg = dit_config(imagenet512.get_config("scd"))
+    model_cfg = run_model_config(imagenet512.get_config("scd"))
     _, state = nnx.split(nnx.eval_shape(lambda: DiT(model_cfg, rngs=nnx.Rngs(0))))
     params = {k: {"shape": list(s.shape)} for k, s in _flat(nnx.to_pure_dict(state)).items()}
     for name, sizes in MESHES.items():
