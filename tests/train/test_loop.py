@@ -63,14 +63,16 @@ def test_resume_equals_uninterrupted_run(tmp_path):
 
 @pytest.fixture(scope="module")
 def watched_run(tmp_path_factory):
-    """A smoke run profiling steps 2-3, with a made-up peak for the CPU so that MFU is computed; (workdir, log)."""
+    """A smoke run profiling steps 2-3, in microbatches of 1 per device (2 accumulation steps), with a made-up peak
+    for the CPU so that MFU is computed; (workdir, log)."""
     workdir = str(tmp_path_factory.mktemp("watched"))
     handler, absl_log = _Lines(), logging.getLogger("absl")
     absl_log.addHandler(handler)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(progress, "PEAK_BF16_TFLOPS", (("cpu", 1.0),))
         patch.setattr(absl_log, "level", logging.INFO)
-        train_and_evaluate(smoke("diffusion", **{"profile.start_step": 1, "profile.num_steps": 2}), workdir)
+        train_and_evaluate(smoke("diffusion", **{"profile.start_step": 1, "profile.num_steps": 2,
+                                                 "train.microbatch": 1}), workdir)
     absl_log.removeHandler(handler)
     return workdir, "\n".join(handler.lines)
 
@@ -79,10 +81,11 @@ def test_startup_report_reaches_log_and_metrics(watched_run):
     workdir, log = watched_run
     report = records(workdir, "startup")[0]
     assert report["platform"] == "cpu" and report["devices"] == 8 and report["processes"] == 1
-    assert (report["global_batch"], report["per_device_batch"], report["accum_steps"]) == (16, 2, 1)
+    assert [report[k] for k in ("global_batch", "per_device_batch", "microbatch", "accum_steps")] == [16, 2, 1, 2]
     assert report["mesh"] == "dcn=1 data=8 fsdp=1 tensor=1" and report["parameters"] > 0
     assert report["xla_flops_per_step_per_device"] > 0 and report["peak_flops_per_device"] == 1e12
     assert "start-up report:" in log and "xla_flops_per_step_per_device" in log
+    assert "batch: global batch 16 = 8 devices x microbatch 1 x 2 accumulation steps" in log
 
 
 def test_throughput_and_mfu_are_logged_without_the_first_step(watched_run):
