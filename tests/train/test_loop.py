@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from configs import embedded
-from scm_jax.train import progress, runs
+from scm_jax.train import loop, progress, runs
 from scm_jax.train.loop import train_and_evaluate
 
 
@@ -64,15 +64,16 @@ def test_resume_equals_uninterrupted_run(tmp_path):
 @pytest.fixture(scope="module")
 def watched_run(tmp_path_factory):
     """A smoke run profiling steps 2-3, in microbatches of 1 per device (2 accumulation steps), with a made-up peak
-    for the CPU so that MFU is computed; (workdir, log)."""
+    for the CPU so that MFU is computed and a stand-in evaluation every 3 steps; (workdir, log)."""
     workdir = str(tmp_path_factory.mktemp("watched"))
     handler, absl_log = _Lines(), logging.getLogger("absl")
     absl_log.addHandler(handler)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(progress, "PEAK_BF16_TFLOPS", (("cpu", 1.0),))
         patch.setattr(absl_log, "level", logging.INFO)
+        patch.setattr(loop, "make_sample_eval", lambda *args: lambda params: {"eval/fd": 1.5})
         train_and_evaluate(smoke("diffusion", **{"profile.start_step": 1, "profile.num_steps": 2,
-                                                 "train.microbatch": 1}), workdir)
+                                                 "train.microbatch": 1, "eval.every_steps": 3}), workdir)
     absl_log.removeHandler(handler)
     return workdir, "\n".join(handler.lines)
 
@@ -94,6 +95,12 @@ def test_throughput_and_mfu_are_logged_without_the_first_step(watched_run):
     assert "step_time_s" not in rows[0] or rows[0]["step"] > 1  # the compiling step is never timed
     assert all(r["img_per_s"] > 0 and 0 < r["mfu"] for r in rows)
     assert "mfu=" in log and "img_per_s=" in log
+
+
+def test_periodic_evaluation_reaches_the_console(watched_run):
+    workdir, log = watched_run
+    assert "eval at step 3  eval/fd=1.5" in log and "eval at step 6  eval/fd=1.5" in log
+    assert [r["step"] for r in records(workdir, "eval/fd")] == [3, 6]
 
 
 def test_profiler_writes_a_trace_for_tensorboard(watched_run):
