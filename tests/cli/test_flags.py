@@ -16,7 +16,7 @@ def test_help_lists_each_binarys_own_flags(tmp_path):
     runs = {b: subprocess.Popen([b, "--help"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                 text=True) for b in BINARIES}
     for binary, process in runs.items():
-        out, _ = process.communicate(timeout=300)
+        out, _ = process.communicate(timeout=900)  # four jax imports at once: minutes on a loaded 2-core machine
         assert OWN_FLAG[binary] in out and binary in out, (binary, out)
 
 
@@ -48,3 +48,11 @@ def test_config_names_resolve_to_the_shipped_files(tmp_path, monkeypatch):
     assert "base" not in common.shipped_configs() and "imagenet512" in common.shipped_configs()
     with pytest.raises(FileNotFoundError, match=r"--config=cifar:sct: cifar is neither .*'cifar10'"):
         common.resolve_config("cifar:sct")
+
+
+def test_traceback_on_request(tmp_path):
+    out = subprocess.run(["scm-train", "--config=embedded:sct,smoke", "--config.train.stepz=3", "--workdir=run"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, **{common.TRACEBACK_ENV: "1"}))
+    assert out.returncode == 2 and "Traceback" in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("error: --config.train.stepz:")

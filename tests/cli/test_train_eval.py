@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from tensorboardX.proto import event_pb2
 
+from scm_jax.data.build import build
 from scm_jax.train.loop import train_and_evaluate
 from tests.cli.helpers import smoke
 
@@ -59,3 +60,18 @@ def test_bad_eval_settings_fail_before_training(tmp_path, overrides, message):
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         train_and_evaluate(smoke("sct", **overrides), str(tmp_path))
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_scd_on_data_shaped_unlike_the_teacher_names_the_teachers_config(runs_dir, tmp_path):
+    """The shared teacher learnt 32x32x1 digits; a student set of 16x16x1 digits is refused before compiling."""
+    np.savez(tmp_path / "small.npz", images=np.zeros((16, 16, 16, 1), np.uint8), labels=np.arange(16) % 10)
+    build(str(tmp_path / "small.npz"), "small", str(tmp_path / "data"))
+    config = smoke("scd")
+    with config.unlocked():
+        config.data.update(name="small", data_dir=str(tmp_path / "data"), image_size=16)
+        config.scm.teacher_workdir = str(runs_dir / "teacher")
+        config.eval.every_steps = 0  # the mnist metric takes 32x32 digits
+    with pytest.raises(ValueError, match="the teacher in .* was trained on 32x32x1 images with 10 classes "
+                                         r"\(the teacher's config.json\), this run's data is 16x16x1"):
+        train_and_evaluate(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
