@@ -81,7 +81,10 @@ def _validate_tangent_attention(config: ConfigDict) -> None:
 
 
 def _validate_shapes(config: ConfigDict) -> None:
+    """The DiT's patches and heads (other families do not read these fields)."""
     m, d = config.model, config.data
+    if m.name != "dit":
+        return
     _require(d.image_size % m.patch_size == 0,
              f"data.image_size={d.image_size} is not divisible by model.patch_size={m.patch_size}.")
     _require(m.hidden_size % m.num_heads == 0,

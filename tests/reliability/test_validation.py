@@ -30,8 +30,9 @@ def test_unknown_key_and_wrong_type_are_refused(change, error, match):
     ({"objective": "scd"}, "objective='scd' needs scm.teacher_workdir"),
     ({"optim.lr": -1e-3}, "optim.lr=-0.001; it must be > 0"),
     ({"train.max_bad_steps": 0}, "train.max_bad_steps=0; it must be > 0"),
-    ({"model.patch_size": 5}, "data.image_size=32 is not divisible by model.patch_size=5"),
-    ({"model.num_heads": 3}, "model.hidden_size=32 is not divisible by model.num_heads=3"),
+    ({"model.name": "dit", "model.patch_size": 5}, "data.image_size=32 is not divisible by model.patch_size=5"),
+    ({"model.name": "dit", "model.hidden_size": 32, "model.num_heads": 3},
+     "model.hidden_size=32 is not divisible by model.num_heads=3"),
     ({"scm.guidance_lo": 3.0, "scm.guidance_hi": 1.0}, "scm.guidance_lo=3.0 > scm.guidance_hi=1.0"),
     ({"train.ema_half_lives_mimg": (0.0,)}, "train.ema_half_lives_mimg"),
 ])
