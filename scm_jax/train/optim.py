@@ -1,19 +1,32 @@
-"""Optimizer from the config: Adam / RAdam with eps, linear warmup, optional gradient clipping."""
+"""Optimizer from the config: Adam / RAdam with eps, linear warmup, EDM2's inverse-square-root decay, optional
+gradient clipping."""
+import jax.numpy as jnp
 import optax
 from ml_collections import ConfigDict
 
 OPTIMIZERS = ("adam", "radam")
 
 
+def schedule(cfg: ConfigDict) -> optax.Schedule:
+    """lr(step) = lr * min(1, step / warmup_steps) / sqrt(max(1, step / decay_steps))   (EDM2 Eq. 5 decay; a
+    0 for warmup_steps or decay_steps switches that part off)."""
+    def lr(step):
+        step = jnp.asarray(step, jnp.float32)
+        warm = jnp.minimum(1.0, step / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
+        decay = jnp.sqrt(1.0 / jnp.maximum(1.0, step / cfg.decay_steps)) if cfg.decay_steps > 0 else 1.0
+        return cfg.lr * warm * decay
+    return lr
+
+
 def make_optimizer(cfg: ConfigDict) -> optax.GradientTransformation:
-    """cfg: name, lr, b1, b2, eps, warmup_steps, grad_clip (<= 0: none)."""
+    """cfg: name, lr, b1, b2, eps, warmup_steps, decay_steps, grad_clip (<= 0: none)."""
     if cfg.name not in OPTIMIZERS:
         raise ValueError(f"optim.name={cfg.name!r} is unknown; use one of {OPTIMIZERS}.")
-    schedule = optax.linear_schedule(0.0, cfg.lr, cfg.warmup_steps) if cfg.warmup_steps > 0 else cfg.lr
     make = optax.adam if cfg.name == "adam" else optax.radam
-    opt = make(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
+    opt = make(schedule(cfg), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
     return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), opt) if cfg.grad_clip > 0 else opt
 
 
 def learning_rate(cfg: ConfigDict, step: int) -> float:
-    return cfg.lr * min(1.0, step / cfg.warmup_steps) if cfg.warmup_steps > 0 else cfg.lr
+    """The learning rate the optimizer applies at `step`, from the schedule itself."""
+    return float(schedule(cfg)(step))
