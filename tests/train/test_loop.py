@@ -68,13 +68,15 @@ def watched_run(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("watched"))
     handler, absl_log = _Lines(), logging.getLogger("absl")
     absl_log.addHandler(handler)
+    level = absl_log.level
+    absl_log.setLevel(logging.INFO)  # setLevel, not the attribute: it clears the logger's isEnabledFor cache
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(progress, "PEAK_BF16_TFLOPS", (("cpu", 1.0),))
-        patch.setattr(absl_log, "level", logging.INFO)
         patch.setattr(loop, "make_sample_eval", lambda *args: lambda params: {"eval/fd": 1.5})
         train_and_evaluate(smoke("diffusion", **{"profile.start_step": 1, "profile.num_steps": 2,
                                                  "train.microbatch": 1, "eval.every_steps": 3}), workdir)
     absl_log.removeHandler(handler)
+    absl_log.setLevel(level)
     return workdir, "\n".join(handler.lines)
 
 
