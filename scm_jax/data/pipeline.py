@@ -126,6 +126,7 @@ def _check_record(record: dict, kind: str, image_shape: tuple[int, int, int] | N
         raise ValueError(f"kind='latents' needs float arrays, the data set holds {image.dtype.name} (pixels?).")
     if image.ndim != 3 or (image_shape is not None and image.shape != tuple(image_shape)):
         raise ValueError(
-            f"Records hold images of shape {image.shape}, expected {image_shape or 'H, W, C'}; "
-            "rebuild the set with --resolution or change the model's input shape."
+            f"Records hold images of shape {image.shape}, expected {image_shape or 'H, W, C'}; set "
+            "--config.data.image_size / --config.data.channels to the records' shape, or rebuild the set (python -m "
+            "scm_jax.data.build --resolution=N --channels=C, for image folders)."
         )
