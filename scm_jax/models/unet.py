@@ -13,8 +13,9 @@ y * (1 + g W emb) with a zero-initialised gain g.
 
 Magnitude-preserving layers as EDM2: every conv / linear weight is normalised per output channel in the forward
 pass (MPConv), and mp_silu, mp_sum, mp_cat keep activations at unit variance. EDM2 also rewrites the stored
-weights to unit norm after every optimizer step (forced weight normalization); this port does not: the step stays
-model-agnostic, and at this project's budgets Adam on the forward-normalised weights trains (docs in the README).
+weights to unit norm after every optimizer step (forced weight normalization); this port does not (the train step
+stays model-agnostic): Adam at EDM2's 1e-2 on the forward-normalised weights trains the embedded job
+(bench/results/ablations.md), with the stored weights' norms growing, i.e. a slowly decaying effective step.
 
 Sizes (channels; as EDM2 ImageNet-512: channel_mult (1, 2, 3, 4), 3 blocks per level, attention at 16 and 8) and
 exact parameter counts at 64x64x4 latents, 1000 classes, logvar_channels 128 (tests/models/test_unet.py). With

@@ -50,7 +50,7 @@ def test_nonfinite_step_is_skipped_counted_and_logged(poisoned_run):
                          {k: v for k, v in before.items() if k != "step"})  # params, optimizer, EMAs, RNG
     assert not jax.tree.reduce(lambda a, b: a and b, jax.tree.map(
         lambda x, y: np.array_equal(x, y), seen[3][0]["params"], seen[3][1]["params"]))  # step 3 does update
-    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines()) if "skipped_steps" in r]
     assert [r["skipped_steps"] for r in rows] == [0, 1, 0, 1, 1, 1]
     assert np.isnan(rows[1]["loss"])
 
