@@ -56,10 +56,10 @@ def test_bad_input_is_one_clear_error(runs_dir, args, message):
 
 
 def test_checkpoint_of_another_architecture(runs_dir, tmp_path):
-    """config.json asking for a wider DiT than the checkpoint holds (a copied or edited workdir)."""
+    """config.json asking for a wider network than the checkpoint holds (a copied or edited workdir)."""
     shutil.copytree(runs_dir / "sct", tmp_path / "run")
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    config["model"]["hidden_size"] *= 2
+    config["model"]["channels"] *= 2  # the embedded config's U-Net
     (tmp_path / "run" / "config.json").write_text(json.dumps(config))
     assert_one_line_error(*sample(f"--workdir={tmp_path / 'run'}", "--num=8", "--batch=8"),
                           "is for another architecture/config; restore it with its own config")
