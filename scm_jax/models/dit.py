@@ -42,8 +42,8 @@ from flax import nnx
 
 from scm_jax.models.attention import ATTENTION_KINDS
 from scm_jax.models.embeddings import LogvarHead, ScalarEmbedder, sincos_2d
-from scm_jax.models.layers import (REMAT_POLICIES, Mlp, Modulation, SelfAttention, checkpointed, constrain, modulate,
-                                   names)
+from scm_jax.models.layers import (REMAT_POLICIES, Mlp, Modulation, SelfAttention, check_inputs, checkpointed,
+                                   constrain, modulate, names, require)
 
 _F32 = jnp.float32
 _DTYPES = ("float32", "bfloat16")
@@ -55,11 +55,6 @@ SIZES: dict[str, dict] = {
     "XL": dict(depth=28, hidden_size=1152, num_heads=16),
     "1.5B": dict(depth=36, hidden_size=1536, num_heads=24),
 }
-
-
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise ValueError(message)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,25 +81,25 @@ class DiTConfig:
     def __post_init__(self):
         for field in ("image_size", "in_channels", "patch_size", "hidden_size", "depth", "num_heads",
                       "block_q", "block_k", "logvar_channels"):
-            _require(getattr(self, field) > 0, f"DiTConfig.{field} must be positive, got {getattr(self, field)}.")
-        _require(self.image_size % self.patch_size == 0,
+            require(getattr(self, field) > 0, f"DiTConfig.{field} must be positive, got {getattr(self, field)}.")
+        require(self.image_size % self.patch_size == 0,
                  f"patch_size {self.patch_size} does not divide image_size {self.image_size}; pick a divisor.")
-        _require(self.hidden_size % self.num_heads == 0,
+        require(self.hidden_size % self.num_heads == 0,
                  f"num_heads {self.num_heads} does not divide hidden_size {self.hidden_size}; pick a divisor.")
-        _require(self.hidden_size % 4 == 0,
+        require(self.hidden_size % 4 == 0,
                  f"hidden_size {self.hidden_size} must be a multiple of 4 (2-D sin-cos position embedding).")
-        _require(self.logvar_channels % 2 == 0, f"logvar_channels {self.logvar_channels} must be even.")
-        _require(self.num_classes >= 0, f"num_classes must be >= 0 (0 = unconditional), got {self.num_classes}.")
-        _require(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}.")
-        _require(self.mlp_ratio > 0, f"mlp_ratio must be positive, got {self.mlp_ratio}.")
-        _require(self.attention in ATTENTION_KINDS,
+        require(self.logvar_channels % 2 == 0, f"logvar_channels {self.logvar_channels} must be even.")
+        require(self.num_classes >= 0, f"num_classes must be >= 0 (0 = unconditional), got {self.num_classes}.")
+        require(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}.")
+        require(self.mlp_ratio > 0, f"mlp_ratio must be positive, got {self.mlp_ratio}.")
+        require(self.attention in ATTENTION_KINDS,
                  f"unknown attention {self.attention!r}; expected one of {ATTENTION_KINDS}.")
-        _require(self.remat in REMAT_POLICIES,
+        require(self.remat in REMAT_POLICIES,
                  f"unknown remat {self.remat!r}; expected 'none', 'full' or 'dots'.")
         for field in ("dtype", "param_dtype"):
-            _require(getattr(self, field) in _DTYPES,
+            require(getattr(self, field) in _DTYPES,
                      f"DiTConfig.{field}={getattr(self, field)!r} is not supported; expected one of {_DTYPES}.")
-        _require(self.attention != "cudnn" or self.dtype == "bfloat16",
+        require(self.attention != "cudnn" or self.dtype == "bfloat16",
                  "attention='cudnn' needs dtype='bfloat16' (cuDNN flash attention has no float32 kernel); "
                  "set dtype='bfloat16' or use attention='reference'/'blockwise'.")
 
@@ -119,7 +114,7 @@ class DiTConfig:
 
 def dit_config(size: str, **overrides) -> DiTConfig:
     """A DiTConfig of a named size; the data fields (image_size, in_channels, patch_size, ...) go in overrides."""
-    _require(size in SIZES, f"unknown DiT size {size!r}; expected one of {tuple(SIZES)}.")
+    require(size in SIZES, f"unknown DiT size {size!r}; expected one of {tuple(SIZES)}.")
     return DiTConfig(**{**SIZES[size], **overrides})
 
 
@@ -216,20 +211,9 @@ class DiT(nnx.Module):
         return c
 
     def _check(self, x: jax.Array, t: jax.Array, labels, guidance, kind: str) -> None:
-        cfg = self.cfg
-        expected = (cfg.image_size, cfg.image_size, cfg.in_channels)
-        _require(x.ndim == 4 and tuple(x.shape[1:]) == expected,
-                 f"x has shape {tuple(x.shape)}, the config expects [B, {', '.join(map(str, expected))}].")
-        _require(t.shape == x.shape[:1], f"t has shape {tuple(t.shape)}; pass one time per sample, shape [B].")
-        _require(labels is None or cfg.num_classes > 0,
-                 "labels were given but num_classes=0 (unconditional); set num_classes or pass labels=None.")
-        _require(guidance is None or cfg.guidance_embed,
-                 "guidance was given but guidance_embed=False; set guidance_embed=True or pass guidance=None.")
-        _require(guidance is not None or not cfg.guidance_embed,
-                 "guidance_embed=True needs a guidance scale per sample; pass guidance=[B] floats.")
-        _require(kind in ATTENTION_KINDS, f"unknown attention {kind!r}; expected one of {ATTENTION_KINDS}.")
-        _require(kind != "cudnn" or cfg.dtype == "bfloat16",
-                 "attention='cudnn' needs dtype='bfloat16'; use attention='blockwise' or 'reference' here.")
+        check_inputs(self.cfg, x, t, labels, guidance, kind)
+        require(kind != "cudnn" or self.cfg.dtype == "bfloat16",
+                "attention='cudnn' needs dtype='bfloat16'; use attention='blockwise' or 'reference' here.")
 
 
 def logical_axes(state: nnx.State) -> nnx.State:

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen, nnx
 
-from scm_jax.models.attention import attention
+from scm_jax.models.attention import ATTENTION_KINDS, attention
 
 _F32 = jnp.float32
 _xavier = nnx.initializers.xavier_uniform()
@@ -36,6 +36,28 @@ def layer_norm(x: jax.Array, eps: float = 1e-6) -> jax.Array:
 def pixel_norm(x: jax.Array, eps: float = 1e-6) -> jax.Array:
     """pnorm(x) = x / RMS_channels(x) (sCM adaptive double normalization)."""
     return x * jax.lax.rsqrt(jnp.square(x).mean(-1, keepdims=True) + eps)
+
+
+def require(ok: bool, message: str) -> None:
+    """A config or input check: ValueError(message) unless ok."""
+    if not ok:
+        raise ValueError(message)
+
+
+def check_inputs(cfg, x: jax.Array, t: jax.Array, labels, guidance, kind: str) -> None:
+    """The network call's inputs against its config (shared by every family: image_size, in_channels,
+    num_classes, guidance_embed) and the attention kind."""
+    expected = (cfg.image_size, cfg.image_size, cfg.in_channels)
+    require(x.ndim == 4 and tuple(x.shape[1:]) == expected,
+            f"x has shape {tuple(x.shape)}, the config expects [B, {', '.join(map(str, expected))}].")
+    require(t.shape == x.shape[:1], f"t has shape {tuple(t.shape)}; pass one time per sample, shape [B].")
+    require(labels is None or cfg.num_classes > 0,
+            "labels were given but num_classes=0 (unconditional); set num_classes or pass labels=None.")
+    require(guidance is None or cfg.guidance_embed,
+            "guidance was given but guidance_embed=False; set guidance_embed=True or pass guidance=None.")
+    require(guidance is not None or not cfg.guidance_embed,
+            "guidance_embed=True needs a guidance scale per sample; pass guidance=[B] floats.")
+    require(kind in ATTENTION_KINDS, f"unknown attention {kind!r}; expected one of {ATTENTION_KINDS}.")
 
 
 def checkpointed(block: nnx.Module, remat: str, kind: str) -> Callable:

@@ -41,7 +41,7 @@ from flax import nnx
 
 from scm_jax.models.attention import ATTENTION_KINDS, attention
 from scm_jax.models.embeddings import LogvarHead, positional_embedding
-from scm_jax.models.layers import REMAT_POLICIES, checkpointed, dropout, names, pixel_norm
+from scm_jax.models.layers import REMAT_POLICIES, check_inputs, checkpointed, dropout, names, pixel_norm, require
 
 _F32 = jnp.float32
 _DTYPES = ("float32", "bfloat16")
@@ -49,11 +49,6 @@ MODULATIONS = ("double_norm", "edm2")
 
 SIZES: dict[str, dict] = {"S": dict(channels=192), "M": dict(channels=256), "L": dict(channels=320),
                           "XL": dict(channels=384), "XXL": dict(channels=448)}
-
-
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise ValueError(message)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,24 +79,24 @@ class UNetConfig:
 
     def __post_init__(self):
         for field in ("image_size", "in_channels", "channels", "num_blocks", "channels_per_head", "logvar_channels"):
-            _require(getattr(self, field) > 0, f"UNetConfig.{field} must be positive, got {getattr(self, field)}.")
-        _require(len(self.channel_mult) > 0 and min(self.channel_mult) > 0,
+            require(getattr(self, field) > 0, f"UNetConfig.{field} must be positive, got {getattr(self, field)}.")
+        require(len(self.channel_mult) > 0 and min(self.channel_mult) > 0,
                  f"channel_mult={self.channel_mult} needs at least one positive multiplier.")
-        _require(self.image_size % 2 ** (len(self.channel_mult) - 1) == 0,
+        require(self.image_size % 2 ** (len(self.channel_mult) - 1) == 0,
                  f"image_size {self.image_size} must halve {len(self.channel_mult) - 1} times "
                  f"(channel_mult={self.channel_mult}); use fewer levels or another size.")
         for c in (self.channels * m for m, r in zip(self.channel_mult, self.resolutions) if r in self.attn_resolutions):
-            _require(c % self.channels_per_head == 0,
+            require(c % self.channels_per_head == 0,
                      f"channels_per_head {self.channels_per_head} must divide the {c} channels of an attention level.")
-        _require(self.logvar_channels % 2 == 0, f"logvar_channels {self.logvar_channels} must be even.")
-        _require(self.num_classes >= 0, f"num_classes must be >= 0 (0 = unconditional), got {self.num_classes}.")
-        _require(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}.")
-        _require(self.attention in ATTENTION_KINDS,
+        require(self.logvar_channels % 2 == 0, f"logvar_channels {self.logvar_channels} must be even.")
+        require(self.num_classes >= 0, f"num_classes must be >= 0 (0 = unconditional), got {self.num_classes}.")
+        require(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}.")
+        require(self.attention in ATTENTION_KINDS,
                  f"unknown attention {self.attention!r}; expected one of {ATTENTION_KINDS}.")
-        _require(self.remat in REMAT_POLICIES, f"unknown remat {self.remat!r}; expected one of {tuple(REMAT_POLICIES)}.")
-        _require(self.modulation in MODULATIONS, f"unknown modulation {self.modulation!r}; expected {MODULATIONS}.")
+        require(self.remat in REMAT_POLICIES, f"unknown remat {self.remat!r}; expected one of {tuple(REMAT_POLICIES)}.")
+        require(self.modulation in MODULATIONS, f"unknown modulation {self.modulation!r}; expected {MODULATIONS}.")
         for field in ("dtype", "param_dtype"):
-            _require(getattr(self, field) in _DTYPES,
+            require(getattr(self, field) in _DTYPES,
                      f"UNetConfig.{field}={getattr(self, field)!r} is not supported; expected one of {_DTYPES}.")
 
     @property
@@ -111,7 +106,7 @@ class UNetConfig:
 
 def unet_config(size: str, **overrides) -> UNetConfig:
     """A UNetConfig of a named EDM2 size; the data fields (image_size, in_channels, ...) go in overrides."""
-    _require(size in SIZES, f"unknown U-Net size {size!r}; expected one of {tuple(SIZES)}.")
+    require(size in SIZES, f"unknown U-Net size {size!r}; expected one of {tuple(SIZES)}.")
     return UNetConfig(**{**SIZES[size], **overrides})
 
 
@@ -314,14 +309,4 @@ class UNet(nnx.Module):
         return checkpointed(block, self.cfg.remat, kind)(h, emb, key)
 
     def _check(self, x: jax.Array, t: jax.Array, labels, guidance, kind: str) -> None:
-        cfg = self.cfg
-        expected = (cfg.image_size, cfg.image_size, cfg.in_channels)
-        _require(x.ndim == 4 and tuple(x.shape[1:]) == expected,
-                 f"x has shape {tuple(x.shape)}, the config expects [B, {', '.join(map(str, expected))}].")
-        _require(t.shape == x.shape[:1], f"t has shape {tuple(t.shape)}; pass one time per sample, shape [B].")
-        _require(labels is None or cfg.num_classes > 0,
-                 "labels were given but num_classes=0 (unconditional); set num_classes or pass labels=None.")
-        _require((guidance is not None) == cfg.guidance_embed,
-                 "guidance_embed=True needs a guidance scale per sample, and False accepts none; "
-                 "pass guidance=[B] floats or None to match.")
-        _require(kind in ATTENTION_KINDS, f"unknown attention {kind!r}; expected one of {ATTENTION_KINDS}.")
+        check_inputs(self.cfg, x, t, labels, guidance, kind)
