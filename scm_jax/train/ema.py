@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 
-def ema_decay(half_life_mimg: float, batch_size: int, step: jax.Array | int = None,
+def ema_decay(half_life_mimg: float, batch_size: int, step: jax.Array | int = 0,
               rampup_ratio: float = 0.0) -> jax.Array | float:
     """Per-step decay beta = 0.5^(batch / h), h = min(half-life, rampup_ratio x images seen before this update)
     (EDM's ema_rampup_ratio; 0 = no ramp-up, the fixed half-life from step 0)."""
