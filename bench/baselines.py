@@ -87,7 +87,8 @@ def format_table(rows: list[dict], args) -> str:
             f"({teacher_images(args.teacher)} images); "
             f"{args.num_samples} samples per row. Train step: median over the logging windows after the first "
             f"(which holds the compilation); a run of one window (steps <= 50) includes it. EMA half-life 0.02 Mimg: "
-            f"runs much shorter than ~300 steps sample their initialisation.\n\n| run | NFE | FD | accuracy | train step (s) |\n|---|---|---|---|---|\n")
+            "runs much shorter than ~300 steps sample their initialisation.\n\n"
+            "| run | NFE | FD | accuracy | train step (s) |\n|---|---|---|---|---|\n")
     return head + "".join(f"| {r['run']} | {r['nfe']} | {r['fd']:.2f} | {r['accuracy']:.3f} | "
                           f"{r.get('step_time_s', float('nan')):.3f} |\n" for r in rows)
 

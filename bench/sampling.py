@@ -27,7 +27,7 @@ from scm_jax.samplers import consistency, generate
 from scm_jax.train import runs
 from scm_jax.train.optim import make_optimizer
 from scm_jax.train.state import make_setup, sharded_init
-from scm_jax.train.step import model_apply
+from scm_jax.models.registry import model_apply
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 FAST, HEUN = "2-step consistency", "Heun teacher"

@@ -20,7 +20,8 @@ from configs import embedded
 from scm_jax.parallel.mesh import make_mesh
 from scm_jax.train.optim import make_optimizer
 from scm_jax.train.state import make_setup, sharded_init
-from scm_jax.train.step import make_train_step, model_apply
+from scm_jax.models.registry import model_apply
+from scm_jax.train.step import make_train_step
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
@@ -74,8 +75,9 @@ def main() -> None:
         json.dump(result, fh, indent=2)
     table = (f"# Train-step time ratios\n\n{result['machine']}; {result['model']}; batch {args.batch}; median of "
              f"{args.steps} steps per objective after compilation, run round robin. Goal (issue 5): sCT and sCD "
-             "<= 1.3x diffusion. FLOPs: XLA's count for the compiled step. sCD's floor: diffusion is forward + backward "
-             "(~3 forward units); sCD adds the tangent (~1) and the teacher's forward (~1), ~5/3 = 1.67x in FLOPs.\n\n"
+             "<= 1.3x diffusion. FLOPs: XLA's count for the compiled step. sCD's floor: diffusion is forward + "
+             "backward (~3 forward units); sCD adds the tangent (~1) and the teacher's forward (~1), ~5/3 = 1.67x "
+             "in FLOPs.\n\n"
              "| objective | median step (s) | time / diffusion | FLOPs / diffusion |\n|---|---|---|---|\n"
              + "".join(f"| {k} | {v:.4f} | {v / med['diffusion']:.2f} | {flops[k] / flops['diffusion']:.2f} |\n"
                        for k, v in med.items()))

@@ -1,8 +1,36 @@
-"""Fake copies of standard data sets, laid out exactly as tfds would write them (no download)."""
+"""Shared test fakes: smoke configs, a tiny MLP network, random-batch training, and fake copies of standard data
+sets laid out exactly as tfds would write them (no download)."""
+import jax
+import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
+from flax import nnx
+from ml_collections import ConfigDict
 
+from configs import embedded
 from scm_jax.data import storage
+from scm_jax.models.mlp import MLP
+
+
+def smoke(objective: str = "sct", **overrides) -> ConfigDict:
+    """The embedded `objective,smoke` config with `overrides` ({"a.b": value})."""
+    config = embedded.get_config(f"{objective},smoke")
+    with config.unlocked():
+        for key, value in overrides.items():
+            *path, leaf = key.split(".")
+            node = config
+            for p in path:
+                node = node[p]
+            node[leaf] = value
+    return config
+
+
+def tiny_mlp(seed: int = 0, dim: int = 4, width: int = 32, x64: bool = False):
+    """(apply(params) -> apply_fn(x, t, ...) -> (F, w_phi), params) of a small MLP network on `dim` features."""
+    graphdef, params = nnx.split(MLP(dim, width=width, depth=2, rngs=nnx.Rngs(seed)))
+    if x64:
+        params = jax.tree.map(lambda a: a.astype(jnp.float64), params)
+    return (lambda p: (lambda x, t, *a, **k: nnx.merge(graphdef, p)(x, t))), params
 
 
 def write_fake_cifar10(data_dir, count=16):

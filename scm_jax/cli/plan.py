@@ -1,14 +1,15 @@
 """scm-plan: compile a run's full train step ahead of time for a mesh that is not here; print memory and FLOPs.
 
-    scm-plan --config=configs/imagenet512.py:scd --devices=8 --hbm_gib=80                  # 8 fake CPU devices (XLA:CPU)
+    scm-plan --config=configs/imagenet512.py:scd --devices=8 --hbm_gib=80                 # 8 fake CPU devices (XLA:CPU)
     scm-plan --config=configs/imagenet512.py:scd --devices=64 --config.mesh.dcn=8 --hbm_gib=80   # 8 nodes
     scm-plan --config=configs/imagenet512.py:scd --topology=v5p:2x2x2 --hbm_gib=95         # 8 TPU v5p chips
     scm-plan --config=configs/imagenet512.py:scd --topology=a100_sxm_80:1x1x8 --hbm_gib=72.9  # 8 A100s, XLA:GPU
 
 What is compiled: `scm_jax.train.step.make_train_step` exactly as `scm-train` jits it (student forward and backward,
-the sCM JVP tangent pass, the sCD teacher with classifier-free guidance, optimizer, EMAs, the non-finite skip),
-lowered from `jax.ShapeDtypeStruct`s that carry the run's shardings, so nothing is allocated. The sCD teacher is
-a DiT of the student's size whose parameters are an input of the step (sharded like the student's).
+the sCM JVP tangent pass, the teacher with classifier-free guidance, optimizer, EMAs, the non-finite skip),
+lowered from `jax.ShapeDtypeStruct`s that carry the run's shardings, so nothing is allocated. A distilling
+objective's teacher (its spec, objectives.registry: sCD, CD, PCM / phased sCM with pcm.distill) is a network of
+the student's size whose parameters are an input of the step (sharded like the student's).
 
 Where it compiles:
   --devices=N     N fake CPU devices. XLA reads the count once, when its CPU backend starts, so the binary
@@ -57,11 +58,14 @@ from jax.sharding import NamedSharding
 from ml_collections import ConfigDict, config_flags
 
 from scm_jax.cli.common import run_app
+from scm_jax.models.registry import model_apply
+from scm_jax.objectives import registry
 from scm_jax.parallel import sharding
+from scm_jax.parallel.batch import batch_devices
 from scm_jax.parallel.mesh import mesh_from_config
 from scm_jax.train.optim import make_optimizer
 from scm_jax.train.state import make_setup, model_specs
-from scm_jax.train.step import make_train_step, model_apply
+from scm_jax.train.step import make_train_step
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config: a shipped name[:arg] (embedded:sct) or a file path[:arg].", lock_config=True)
@@ -161,12 +165,13 @@ class Planner:
     def __init__(self, config: ConfigDict, mesh: jax.sharding.Mesh):
         self.config, self.mesh = config, mesh
         self.setup = make_setup(config, mesh, make_optimizer(config.optim))
-        self.dp = math.prod(mesh.shape[a] for a in sharding.BATCH)
-        self.teacher_graphdef, self.teacher = self._abstract_teacher() if config.objective == "scd" else (None, {})
+        self.dp = batch_devices(mesh)
+        distills = registry.spec(config).distills(config)
+        self.teacher_graphdef, self.teacher = self._abstract_teacher() if distills else (None, {})
         self.step = jax.jit(self._step, donate_argnums=(0,))
 
     def _abstract_teacher(self) -> tuple[Any, dict]:
-        """The sCD teacher: a diffusion DiT of the student's size (no guidance input), sharded like it."""
+        """The distilled teacher: a diffusion network of the student's size (no guidance input), sharded like it."""
         rules = sharding.RULES[self.config.mesh.rules]
         cfg = dataclasses.replace(self.setup.model_cfg, guidance_embed=False)
         graphdef, shapes, specs = model_specs(cfg, rules, self.mesh)
@@ -183,7 +188,8 @@ class Planner:
     def batch(self, global_batch: int) -> dict:
         d = self.config.data
         image = (global_batch, d.image_size, d.image_size, d.channels)
-        return {"image": jax.ShapeDtypeStruct(image, jnp.float32, sharding=NamedSharding(self.mesh, sharding.batch_spec(4))),
+        return {"image": jax.ShapeDtypeStruct(image, jnp.float32,
+                                              sharding=NamedSharding(self.mesh, sharding.batch_spec(4))),
                 "label": jax.ShapeDtypeStruct((global_batch,), jnp.int32,
                                               sharding=NamedSharding(self.mesh, sharding.batch_spec(1)))}
 

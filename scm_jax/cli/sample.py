@@ -23,12 +23,13 @@ import numpy as np
 from absl import flags, logging
 
 from scm_jax.cli.common import run_app
+from scm_jax.models.registry import model_apply
+from scm_jax.objectives import registry
 from scm_jax.parallel.distributed import initialize
 from scm_jax.parallel.mesh import make_mesh
 from scm_jax.samplers import consistency, generate
 from scm_jax.samplers.images import save_grid
 from scm_jax.train import runs
-from scm_jax.train.step import model_apply, phase_edges
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A scm-train workdir, or its checkpoints/<step> folder.")
 _WEIGHTS = flags.DEFINE_string("weights", None, "'params' or an EMA name (e.g. ema_0.5); default: the first EMA.")
@@ -77,7 +78,7 @@ def main(argv) -> None:
     if _BATCH.value % jax.device_count():
         raise ValueError(f"--batch={_BATCH.value} must be a multiple of the {jax.device_count()} devices.")
     config = runs.read_config(workdir)
-    method = method_from_flags(phase_edges(config))
+    method = method_from_flags(registry.phase_edges(config))
     weights = _WEIGHTS.value or runs.ema_names(config)[0]
     if _CLASS.value >= max(config.data.num_classes, 1):
         raise ValueError(f"--class_label={_CLASS.value} but the run has {config.data.num_classes} classes; "
@@ -99,11 +100,12 @@ def sample_all(config, setup, params, method: generate.Method) -> tuple[np.ndarr
     """All --num samples in global batches of --batch; returns (uint8 NHWC, int labels or None, seconds)."""
     d = config.data
     make_apply = functools.partial(model_apply, setup.graphdef)
-    if _CFG.value != 1.0 and config.objective == "diffusion":
+    if _CFG.value != 1.0 and registry.spec(config) is registry.DIFFUSION:
         make_apply = lambda p: generate.with_cfg(model_apply(setup.graphdef, p), _CFG.value, d.num_classes)
     batches = generate.Batches(_BATCH.value, (d.image_size, d.image_size, d.channels), d.num_classes,
                                _CLASS.value, _CFG.value if setup.model_cfg.guidance_embed else None)
-    sample = generate.batch_sampler(make_apply, generate.for_objective(method, config.objective), batches, setup.mesh)
+    sample = generate.batch_sampler(make_apply, generate.with_form(method, registry.spec(config).form), batches,
+                                    setup.mesh)
     sample = sample.lower(params, np.int32(0), np.int32(0)).compile()  # compile before timing
     start = time.time()
     images, labels = generate.sample_many(sample, params, _NUM.value, _BATCH.value, _SEED.value)

@@ -45,7 +45,8 @@ class Loader:
 
 def make_loader(
     source: grain.sources.RandomAccessDataSource, *, global_batch_size: int, process_index: int,
-    process_count: int, seed: int, num_epochs: int | None = None, shuffle: bool = True, kind: Literal["pixels", "latents"] = "pixels",
+    process_count: int, seed: int, num_epochs: int | None = None, shuffle: bool = True,
+    kind: Literal["pixels", "latents"] = "pixels",
     image_shape: tuple[int, int, int] | None = None, num_threads: int = 2, num_classes: int | None = None,
 ) -> Loader:
     """Local batches of `source` records {"image": HWC, "label": int (optional)} for this process.

@@ -6,7 +6,6 @@ Consistency runs are scored at 1 and 2 steps, diffusion runs with Heun at `eval.
 made, before training; the samplers take the weights as an argument, so each compiles once for the whole run.
 """
 import dataclasses
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -14,9 +13,9 @@ from ml_collections import ConfigDict
 
 from scm_jax.eval import scores
 from scm_jax.formulations.guidance import ApplyFn
-from scm_jax.parallel.sharding import BATCH
+from scm_jax.objectives import registry
+from scm_jax.parallel.batch import batch_devices
 from scm_jax.samplers import generate
-from scm_jax.train.step import phase_edges
 
 PREFIX = "eval"
 
@@ -44,15 +43,21 @@ def make_sample_eval(config: ConfigDict, make_apply: Callable[[Any], ApplyFn], m
     e, d = config.eval, config.data
     if e.every_steps <= 0:
         return None
-    batch_devices = math.prod(mesh.shape[axis] for axis in BATCH)
-    if d.kind != "pixels" or e.num_samples < 2 or e.batch_size % batch_devices:
+    devices = batch_devices(mesh)
+    if d.kind != "pixels" or e.num_samples < 2 or e.batch_size % devices:
         raise ValueError(f"config: eval.every_steps={e.every_steps} needs pixel data (data.kind={d.kind!r}), "
                          f"eval.num_samples >= 2 (got {e.num_samples}) and eval.batch_size a multiple of the "
-                         f"{batch_devices} data-parallel devices (got {e.batch_size}); or set eval.every_steps=0.")
+                         f"{devices} data-parallel devices (got {e.batch_size}); or set eval.every_steps=0.")
     image_shape = (d.image_size, d.image_size, d.channels)
     score = scores.make_scorer(e.metric, e.inception_weights, e.ref, image_shape)
     batches = generate.Batches(e.batch_size, image_shape, d.num_classes,
                                guidance=config.scm.guidance_hi if guidance_embed else None)
     samplers = {m.name: generate.batch_sampler(make_apply, m, batches, mesh)
-                for m in generate.methods_for(config.objective, e.ode_steps, phase_edges(config))}
+                for m in default_methods(config, e.ode_steps)}
     return SampleEval(samplers, score, e.num_samples, e.batch_size, config.seed)
+
+
+def default_methods(config: ConfigDict, N: int = 18) -> list[generate.Method]:
+    """The samplers a run is judged by, as its objective's spec names them (Heun with N noise levels: diffusion)."""
+    spec = registry.spec(config)
+    return generate.methods_for(spec.sampler, N, registry.phase_edges(config), spec.form)

@@ -32,11 +32,6 @@ class EDMConsistency:
             raise ValueError(f"EDMConsistency needs sigma_d > 0 and eps >= 0, got {self.sigma_d}, {self.eps}.")
 
 
-# The form each EDM-form objective trains in, and is sampled in (ECT: its ECMPrecond in training mode, eps = 0).
-OBJECTIVE_FORMS = {"cd": EDMConsistency(), "ct": EDMConsistency(), "ict": EDMConsistency(),
-                   "ect": EDMConsistency(eps=0.0)}
-
-
 def c_skip(sigma: jax.Array, p: EDMConsistency) -> jax.Array:
     """c_skip(sigma) = sigma_d^2 / ((sigma - eps)^2 + sigma_d^2)   (CM App. C)."""
     return p.sigma_d**2 / ((sigma - p.eps) ** 2 + p.sigma_d**2)
@@ -65,3 +60,16 @@ def teacher_denoiser(teacher_fn: TeacherFn, x: jax.Array, sigma: jax.Array, labe
     x_t = trigflow.x_t_from_x_sigma(x, t)
     F = teacher_fn(x_t / sigma_d, t, labels).astype(jnp.float32)
     return trigflow.denoiser_from_F(x_t, t, F, sigma_d)
+
+
+def heun_step(d: Callable, x: jax.Array, a, a_next, h, correct=True) -> jax.Array:
+    """One Heun step of dx/dsigma = d(x, a) from level a to a_next, h = sigma(a_next) - sigma(a)   (EDM Alg. 1):
+    x_e = x + h d(x, a), then x + h (d(x, a) + d(x_e, a_next)) / 2; `correct` False (or traced False) stops at x_e.
+
+    The level a is whatever d reads (sigma in CM, TrigFlow t in the samplers and PCM)."""
+    d_a = d(x, a)
+    x_e = x + h * d_a
+    heun = lambda: x + h * (d_a + d(x_e, a_next)) / 2
+    if isinstance(correct, bool):
+        return heun() if correct else x_e
+    return jax.lax.cond(correct, heun, lambda: x_e)

@@ -5,6 +5,7 @@ Each family is an NNX module built from a frozen config dataclass and called as
 family it runs. `config.model` holds the fields of every family; each takes the ones its dataclass names.
 """
 import dataclasses
+from typing import Callable, Optional
 
 from flax import nnx
 
@@ -28,3 +29,12 @@ def build(model_cfg: ModelConfig, rngs: nnx.Rngs) -> nnx.Module:
     """The network of `model_cfg`'s family."""
     module = next(m for m, c in FAMILIES.values() if isinstance(model_cfg, c))
     return module(model_cfg, rngs=rngs)
+
+
+def model_apply(graphdef: nnx.GraphDef, params, attention: Optional[str] = None) -> Callable:
+    """apply_fn(x_in, t, labels, guidance, dropout_key) -> (F, w_phi) of the split network with `params`."""
+    model = nnx.merge(graphdef, params)
+
+    def apply(x_in, t, labels=None, guidance=None, dropout_key=None):
+        return model(x_in, t, labels, guidance, dropout_key=dropout_key, attention=attention)
+    return apply

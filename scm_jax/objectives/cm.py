@@ -25,7 +25,6 @@ DISCRETIZATIONS = ("fixed", "cm", "ict")
 INDEX_SAMPLINGS = ("uniform", "lognormal")
 DISTANCES = ("l2", "pseudo_huber", "lpips")
 LPIPS_NETS = ("alexnet", "vgg16")
-EMA_TARGET_OBJECTIVES = ("cd", "ct")  # objectives whose theta^- is an EMA kept in the train state ("target")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,8 +127,8 @@ def sample_index(key: jax.Array, shape: tuple[int, ...], N: jax.Array, opts: CMO
     return jax.random.categorical(key, logits, shape=shape) + 1
 
 
-def distance(a: jax.Array, b: jax.Array, d: Distance) -> jax.Array:
-    """d(a, b) per sample [B], in float32 (see `Distance`)."""
+def cm_distance(a: jax.Array, b: jax.Array, d: Distance) -> jax.Array:
+    """d(a, b) per sample [B], in float32 (see `Distance`; PCM's elementwise pseudo-Huber is pcm.pcm_distance)."""
     diff = (a - b).astype(jnp.float32)
     axes = tuple(range(1, diff.ndim))
     if d.kind == "l2":
@@ -168,16 +167,7 @@ def consistency_distance(apply_fn: ApplyFn, apply_fn_minus: ApplyFn, x_t: jax.Ar
     """d(f_theta(x_t, sigma_t), sg f_minus(x_r, sigma_r)) per sample; one dropout mask for both (shared with ECT)."""
     f = edm.consistency_fn(apply_fn, x_t, sigma_t, p, labels, None, dropout_key)
     f_minus = jax.lax.stop_gradient(edm.consistency_fn(apply_fn_minus, x_r, sigma_r, p, labels, None, dropout_key))
-    return distance(f, f_minus, d)
-
-
-def heun_step(D, x: jax.Array, sigma: jax.Array, sigma_next: jax.Array) -> jax.Array:
-    """One Heun step of dx/dsigma = (x - D(x, sigma)) / sigma from sigma to sigma_next > 0 (EDM Alg. 1; CM's Phi)."""
-    b = lambda s: trigflow.bcast(s, x)
-    d = (x - D(x, sigma)) / b(sigma)
-    x_e = x + b(sigma_next - sigma) * d
-    d_e = (x_e - D(x_e, sigma_next)) / b(sigma_next)
-    return x + b(sigma_next - sigma) * (d + d_e) / 2
+    return cm_distance(f, f_minus, d)
 
 
 def cm_loss(apply_fn: ApplyFn, apply_fn_minus: ApplyFn, batch: dict, key: jax.Array, step: jax.Array,
@@ -197,7 +187,9 @@ def cm_loss(apply_fn: ApplyFn, apply_fn_minus: ApplyFn, batch: dict, key: jax.Ar
     x_next = x0 + trigflow.bcast(sigma_next, x0) * n
     if opts.distill:
         D = lambda x, s: edm.teacher_denoiser(teacher_fn, x, s, labels, opts.precond.sigma_d)
-        x_hat = jax.lax.stop_gradient(heun_step(D, x_next, sigma_next, sigma_i))
+        d_sigma = lambda x, s: (x - D(x, s)) / trigflow.bcast(s, x)  # dx/dsigma (EDM Eq. 3), CM's Phi: one Heun step
+        x_hat = jax.lax.stop_gradient(edm.heun_step(d_sigma, x_next, sigma_next, sigma_i,
+                                                    trigflow.bcast(sigma_i - sigma_next, x_next)))
     else:
         x_hat = x0 + trigflow.bcast(sigma_i, x0) * n
     d = consistency_distance(apply_fn, apply_fn_minus, x_next, sigma_next, x_hat, sigma_i, labels, k_drop,

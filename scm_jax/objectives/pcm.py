@@ -1,7 +1,7 @@
 """Phased consistency models in TrigFlow (Wang et al. 2024, "PCM"; spec §5): discrete PCM and phased sCM.
 
-Phases. Edges 0 = s_0 < s_1 < ... < s_M <= pi/2 split TrigFlow time; t is in phase m when s_m < t <= s_{m+1}
-(t = 0 counts to phase 0, t > s_M to phase M - 1). Inside phase m the consistency target is the lower edge s_m:
+Phases (formulations.phases): edges 0 = s_0 < s_1 < ... < s_M <= pi/2 split TrigFlow time. Inside phase m the
+consistency target is the lower edge s_m:
     f_m(x_t, t) = cos(t - s_m) x_t - sin(t - s_m) sigma_d F(x_t / sigma_d, t)                        (spec §5)
 the DDIM rotation from t to s_m with the network's velocity: f_m(x, s_m) = x for any F, and M = 1 is sCM's f.
 
@@ -31,47 +31,21 @@ it with `boundary` = the phase's lower edge; tangent warmup, normalisation and a
 """
 import dataclasses
 import functools
-import math
 from typing import Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from scm_jax.formulations import trigflow
+from scm_jax.formulations import edm, trigflow
 from scm_jax.formulations.guidance import ApplyFn, drop_labels
+from scm_jax.formulations.phases import check_edges, lower_edge, uniform_edges
 from scm_jax.objectives.diffusion import per_sample_mse
 from scm_jax.objectives.scm import SCMOptions, TeacherFn, guided_teacher, scm_loss
 
 SOLVERS = ("ddim", "heun")
 # disc_fn(x_in = x_tau / sigma_d, tau, labels) -> logits [B]
 DiscFn = Callable[..., jax.Array]
-
-
-def uniform_edges(M: int, t_max: float = trigflow.T_MAX) -> tuple[float, ...]:
-    """s_m = m t_max / M: M phases of equal length in TrigFlow time."""
-    if M < 1:
-        raise ValueError(f"PCM needs M >= 1 phases, got M={M}.")
-    return tuple(m * t_max / M for m in range(M + 1))
-
-
-def check_edges(edges: Sequence[float]) -> tuple[float, ...]:
-    """Edges (s_0, ..., s_M): M >= 1 phases, strictly increasing from s_0 = 0 to s_M <= pi/2."""
-    edges = tuple(float(s) for s in edges)
-    if len(edges) < 2:
-        raise ValueError(f"phase edges {edges} give M = {len(edges) - 1} phases; PCM needs M >= 1, i.e. "
-                         f"(s_0, ..., s_M) with at least two edges, e.g. uniform_edges(4).")
-    if edges[0] != 0.0 or edges[-1] > math.pi / 2 or any(a >= b for a, b in zip(edges, edges[1:])):
-        raise ValueError(f"phase edges must be strictly increasing from s_0 = 0 to s_M <= pi/2, got {edges}; "
-                         f"e.g. uniform_edges(4) = {uniform_edges(4)}.")
-    return edges
-
-
-def lower_edge(t: jax.Array, edges: Sequence[float]) -> jax.Array:
-    """s_m with s_m < t <= s_{m+1} (t = 0 -> s_0, t > s_M -> s_{M-1}): the consistency target of t's phase."""
-    e = jnp.asarray(edges, jnp.float32)
-    m = jnp.clip(jnp.searchsorted(e, t, side="left") - 1, 0, len(edges) - 2)
-    return e[m]
 
 
 def phased_f(x: jax.Array, t: jax.Array, F: jax.Array, edges: Sequence[float],
@@ -122,20 +96,19 @@ def teacher_step(F_teacher: Callable, x: jax.Array, t: jax.Array, t_next: jax.Ar
                  sigma_d: float) -> jax.Array:
     """One PF-ODE step t -> t' of dx_t/dt = sigma_d F_teacher (spec §1, §3).
 
-    "ddim": the exact rotation x_t' = cos(t - t') x_t - sin(t - t') sigma_d F. "heun": EDM's 2nd-order step in
-    sigma-space (its Euler step is the rotation), written with the noise prediction
-    eps(x, t) = sin(t) x / sigma_d + cos(t) F (= (x_sigma - D) / sigma, finite at t = 0):
-    x_t' = cos(t') (x_t / cos(t) + sigma_d (tan t' - tan t) (eps(x_t, t) + eps(x_ddim, t')) / 2).
+    "ddim": the exact rotation x_t' = cos(t - t') x_t - sin(t - t') sigma_d F. "heun": EDM's 2nd-order step
+    (edm.heun_step) in sigma-space x_sigma = x_t / cos t, sigma = sigma_d tan t (its Euler step is the rotation), with
+    dx_sigma/dsigma = eps(x_t, t) = sin(t) x_t / sigma_d + cos(t) F (= (x_sigma - D) / sigma, finite at t = 0).
     """
-    F = F_teacher(x / sigma_d, t).astype(jnp.float32)
-    x_ddim = trigflow.ddim_step(x, t, t_next, F, sigma_d)
-    if solver == "ddim":
-        return x_ddim
-    F_next = F_teacher(x_ddim / sigma_d, t_next).astype(jnp.float32)
     b = lambda a: trigflow.bcast(a, x)
-    eps = lambda y, tt, F_: b(jnp.sin(tt)) * y / sigma_d + b(jnp.cos(tt)) * F_
-    eps_bar = (eps(x, t, F) + eps(x_ddim, t_next, F_next)) / 2
-    return b(jnp.cos(t_next)) * (x / b(jnp.cos(t)) + sigma_d * b(jnp.tan(t_next) - jnp.tan(t)) * eps_bar)
+    if solver == "ddim":
+        return trigflow.ddim_step(x, t, t_next, F_teacher(x / sigma_d, t).astype(jnp.float32), sigma_d)
+
+    def eps(x_sigma, tt):
+        x_t = b(jnp.cos(tt)) * x_sigma
+        return b(jnp.sin(tt)) * x_t / sigma_d + b(jnp.cos(tt)) * F_teacher(x_t / sigma_d, tt).astype(jnp.float32)
+    h = sigma_d * b(jnp.tan(t_next) - jnp.tan(t))
+    return b(jnp.cos(t_next)) * edm.heun_step(eps, x / b(jnp.cos(t)), t, t_next, h)
 
 
 class PhasePair(NamedTuple):
@@ -187,8 +160,9 @@ def phase_pair(apply_fn: ApplyFn, apply_fn_minus: ApplyFn, batch: dict, key: jax
     return PhasePair(pred, target, s, s_next, labels, guidance, k_adv)
 
 
-def distance(pred: jax.Array, target: jax.Array, huber_c: float) -> jax.Array:
-    """Per-sample d: ||pred - target||^2 / D, or PCM's pseudo-Huber mean(sqrt((pred - target)^2 + c^2) - c)."""
+def pcm_distance(pred: jax.Array, target: jax.Array, huber_c: float) -> jax.Array:
+    """Per-sample d: ||pred - target||^2 / D, or PCM's elementwise pseudo-Huber mean(sqrt((pred - target)^2 + c^2) - c)
+    (iCT's cm.cm_distance takes it over the whole sample instead)."""
     if huber_c == 0.0:
         return per_sample_mse(pred - target)
     h = jnp.sqrt(jnp.square(pred - target) + huber_c**2) - huber_c
@@ -203,7 +177,7 @@ def pcm_loss(apply_fn: ApplyFn, apply_fn_minus: ApplyFn, batch: dict, key: jax.A
     if opts.adv_weight > 0 and disc_fn is None:
         raise ValueError("PCM with adv_weight > 0 needs disc_fn, the critic (see discriminator_step).")
     pair = phase_pair(apply_fn, apply_fn_minus, batch, key, opts, teacher_fn)
-    d = jnp.mean(distance(pair.pred, pair.target, opts.huber_c))
+    d = jnp.mean(pcm_distance(pair.pred, pair.target, opts.huber_c))
     metrics = {"distance": d, "mse": jnp.mean(per_sample_mse(pair.pred - pair.target))}
     loss = d
     if opts.adv_weight > 0:

@@ -15,11 +15,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from scm_jax.formulations.edm import OBJECTIVE_FORMS, EDMConsistency
+from scm_jax.formulations.edm import EDMConsistency
 from scm_jax.formulations.guidance import ApplyFn, guided_F
 from scm_jax.parallel.sharding import batch_spec
 from scm_jax.samplers import consistency, edm_consistency, ode, phased
 from scm_jax.samplers.images import to_uint8
+
+KINDS = ("ode", "consistency", "phased")  # default samplers of an objective (objectives.registry)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,21 +80,24 @@ def sampler(apply_fn: ApplyFn, method: Method, shape: tuple[int, ...]) -> Callab
                                                                         labels, guidance)
 
 
-def methods_for(objective: str, N: int = 18, edges: Optional[tuple[float, ...]] = None) -> list[Method]:
-    """What a run is judged by: 1- and 2-step for consistency models, Heun with N noise levels for diffusion,
-    edge-to-edge phased sampling for a phased run (PCM / phased sCM: pass its phase `edges`)."""
-    if edges is not None:
+def methods_for(kind: str, N: int = 18, edges: Optional[tuple[float, ...]] = None,
+                form: Optional[EDMConsistency] = None) -> list[Method]:
+    """What a run is judged by (its objective's `sampler` kind, objectives.registry): "ode" Heun with N noise levels
+    (diffusion), "consistency" 1- and 2-step (in EDM `form` for cd/ct/ict/ect), "phased" edge to edge over `edges`."""
+    if kind not in KINDS:
+        raise ValueError(f"sampler kind {kind!r} is unknown; use one of {KINDS}.")
+    if kind == "phased":
         return [Method(edges=edges)]
-    if objective == "diffusion":
+    if kind == "ode":
         return [Method(solver="heun", N=N)]
-    return [for_objective(Method(times=t), objective) for t in (consistency.ONE_STEP, consistency.TWO_STEP)]
+    return [with_form(Method(times=t), form) for t in (consistency.ONE_STEP, consistency.TWO_STEP)]
 
 
-def for_objective(method: Method, objective: str) -> Method:
-    """The method as a run of `objective` needs it: consistency steps of EDM-form runs (cd/ct/ict/ect) use CM Alg. 1."""
+def with_form(method: Method, form: Optional[EDMConsistency]) -> Method:
+    """The method as a run trained in EDM `form` needs it: its consistency steps use CM Alg. 1 (None: TrigFlow)."""
     if method.solver is not None or method.edges is not None:
         return method
-    return dataclasses.replace(method, edm=OBJECTIVE_FORMS.get(objective))
+    return dataclasses.replace(method, edm=form)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,15 +2,16 @@
 
 Steps are taken in EDM's sigma-space (x_sigma = x_t / cos t, sigma = sigma_d tan t, dx_sigma/dsigma = (x_sigma - D)
 / sigma with the x0-prediction D = f): there Euler is exactly the TrigFlow rotation (DDIM) step and Heun is EDM's
-2nd-order sampler (Karras et al. 2022, Alg. 1). Times follow EDM's Karras schedule (rho = 7, sigma in [0.002, 80]) mapped by t = arctan(sigma /
-sigma_d), then a last step to t = 0. NFE: Euler N, Heun 2N - 1 for N noise levels.
+2nd-order sampler (Karras et al. 2022, Alg. 1; one formulations.edm.heun_step). Times follow EDM's Karras schedule
+(rho = 7, sigma in [0.002, 80]) mapped by t = arctan(sigma / sigma_d), then a last step to t = 0. NFE: Euler N,
+Heun 2N - 1 for N noise levels.
 """
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
 
-from scm_jax.formulations import trigflow
+from scm_jax.formulations import edm, trigflow
 from scm_jax.formulations.guidance import ApplyFn
 
 SOLVERS = ("euler", "heun")
@@ -50,12 +51,8 @@ def ode_sample(apply_fn: ApplyFn, key: jax.Array, shape: tuple[int, ...], N: int
     def step(x_sigma, ts):
         t, s = ts
         h = trigflow.sigma_from_t(s, sigma_d) - trigflow.sigma_from_t(t, sigma_d)
-        d_t = d(x_sigma, t)
-        x_s = x_sigma + h * d_t
-        if solver == "euler":
-            return x_s, None
-        heun = lambda: x_sigma + h * (d_t + d(x_s, s)) / 2
-        return jax.lax.cond(s > 0, heun, lambda: x_s), None  # no correction on the last step to t = 0
+        # Euler, or Heun with no correction on the last step to t = 0
+        return edm.heun_step(d, x_sigma, t, s, h, correct=solver == "heun" and s > 0), None
 
     x_T = sigma_d * jax.random.normal(key, shape, jnp.float32)
     x0, _ = jax.lax.scan(step, trigflow.x_sigma_from_x_t(x_T, times[:1]), (times[:-1], times[1:]))

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from scm_jax.formulations import trigflow
 from scm_jax.formulations.guidance import ApplyFn
-from scm_jax.objectives.pcm import check_edges
+from scm_jax.formulations.phases import check_edges
 
 
 def phased_sample(apply_fn: ApplyFn, key: jax.Array, shape: tuple[int, ...], edges: Sequence[float],

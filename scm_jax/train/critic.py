@@ -18,6 +18,7 @@ from jax.sharding import PartitionSpec as P
 from ml_collections import ConfigDict
 
 from scm_jax.models.discriminator import Discriminator
+from scm_jax.objectives import registry
 from scm_jax.objectives.pcm import DiscFn
 
 
@@ -37,7 +38,7 @@ class CriticSetup:
 
 def critic_setup(config: ConfigDict) -> Optional[CriticSetup]:
     """The critic's constructor, graph and optimizer, or None when the run has no adversarial loss."""
-    if config.objective != "pcm" or config.pcm.adv_weight <= 0:
+    if not registry.spec(config).critic or config.pcm.adv_weight <= 0:
         return None
     c, d = config.pcm.critic, config.data
     build = functools.partial(Discriminator, d.image_size * d.image_size * d.channels, c.width, c.depth,

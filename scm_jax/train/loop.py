@@ -22,7 +22,9 @@ from ml_collections import ConfigDict
 
 from scm_jax.data.pipeline import make_loader
 from scm_jax.data.sources import DataOptions, open_source
-from scm_jax.eval.periodic import make_sample_eval
+from scm_jax.eval.periodic import default_methods, make_sample_eval
+from scm_jax.models.registry import model_apply
+from scm_jax.objectives import registry
 from scm_jax.parallel import sharding
 from scm_jax.parallel.batch import BatchSplit, batch_devices, split_batch
 from scm_jax.parallel.mesh import mesh_from_config
@@ -35,9 +37,8 @@ from scm_jax.train.preemption import Preemption
 from scm_jax.train.profile import Profiler
 from scm_jax.train.report import format_report, startup_report
 from scm_jax.train.state import Setup, make_setup, sharded_init
-from scm_jax.train.step import make_train_step, model_apply, phase_edges
-from scm_jax.train.validate import (PHASED_OBJECTIVES, TEACHER_OBJECTIVES, validate_config, validate_data,
-                                    validate_free_space, validate_workdir)
+from scm_jax.train.step import make_train_step
+from scm_jax.train.validate import validate_config, validate_data, validate_free_space, validate_workdir
 
 
 @dataclasses.dataclass
@@ -209,18 +210,16 @@ def load_teacher(config: ConfigDict, mesh):
     sCD and CD always need it (and start from it), ECT starts from it; sCT uses it only to initialise the student
     (ECT-style fine-tuning) when scm.teacher_workdir is set and scm.init_from_teacher is on.
     """
-    phased_distill = config.objective in PHASED_OBJECTIVES and config.pcm.distill  # PCM distils and starts from it
-    wanted = config.objective in TEACHER_OBJECTIVES or phased_distill or (
-        config.objective == "sct" and bool(config.scm.teacher_workdir) and config.scm.init_from_teacher)
-    if not wanted:
+    spec = registry.spec(config)
+    if not spec.loads_teacher(config):
         return None, None
     t_config, t_setup, t_params, t_step = runs.load_weights(config.scm.teacher_workdir, config.scm.teacher_weights,
                                                             mesh)
-    if t_config.objective != "diffusion":
+    if registry.spec(t_config) is not registry.DIFFUSION:
         raise ValueError(f"the teacher in {config.scm.teacher_workdir} was trained with objective "
                          f"{t_config.objective!r}; {config.objective} starts from a diffusion run.")
     logging.info("teacher: %s step %d (%s)", config.scm.teacher_workdir, t_step, config.scm.teacher_weights)
-    if config.objective not in ("scd", "cd") and not phased_distill:  # ECT (and sCT) only start from the weights
+    if not spec.distills(config):  # ECT (and sCT) only start from the weights
         return None, t_params
     apply = model_apply(t_setup.graphdef, t_params)
     return (lambda x, t, labels=None: apply(x, t, labels)[0]), t_params
@@ -254,7 +253,7 @@ def make_grid_samplers(config: ConfigDict, setup: Setup) -> dict:
                                guidance=config.scm.guidance_hi if setup.model_cfg.guidance_embed else None)
     make_apply = functools.partial(model_apply, setup.graphdef)
     return {m.name: generate.batch_sampler(make_apply, m, batches, setup.mesh)
-            for m in generate.methods_for(config.objective, edges=phase_edges(config))}
+            for m in default_methods(config)}
 
 
 def write_samples(grids: dict, config: ConfigDict, state: dict, writer, workdir: str, step: int) -> None:

@@ -10,11 +10,13 @@ OPTIMIZERS = ("adam", "radam")
 def schedule(cfg: ConfigDict) -> optax.Schedule:
     """lr(step) = lr * min(1, step / warmup_steps) / sqrt(max(1, step / decay_steps))   (EDM2 Eq. 5 decay; a
     0 for warmup_steps or decay_steps switches that part off)."""
+    lr0, warmup_steps, decay_steps = cfg.lr, cfg.warmup_steps, cfg.decay_steps  # read once, outside jit
+
     def lr(step):
         step = jnp.asarray(step, jnp.float32)
-        warm = jnp.minimum(1.0, step / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
-        decay = jnp.sqrt(1.0 / jnp.maximum(1.0, step / cfg.decay_steps)) if cfg.decay_steps > 0 else 1.0
-        return cfg.lr * warm * decay
+        warm = jnp.minimum(1.0, step / warmup_steps) if warmup_steps > 0 else 1.0
+        decay = jnp.sqrt(1.0 / jnp.maximum(1.0, step / decay_steps)) if decay_steps > 0 else 1.0
+        return lr0 * warm * decay
     return lr
 
 

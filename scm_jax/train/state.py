@@ -1,5 +1,5 @@
 """The training state: a plain pytree {params, opt_state, ema: {name: params}, step, rng} and its shardings
-(+ `target`, the EMA theta^- of CM's CD / CT, for the objectives in cm.EMA_TARGET_OBJECTIVES; + `critic`, PCM's
+(+ `target`, the EMA theta^- of CM's CD / CT, for objectives whose spec has ema_target; + `critic`, PCM's
 adversarial critic {params, opt_state}, see train.critic).
 
 The NNX model is split once: `graphdef` is static, parameters travel as a pure dict (what Orbax saves).
@@ -16,7 +16,7 @@ from jax.sharding import PartitionSpec as P
 from ml_collections import ConfigDict
 
 from scm_jax.models.registry import ModelConfig, build, model_config
-from scm_jax.objectives.cm import EMA_TARGET_OBJECTIVES
+from scm_jax.objectives import registry
 from scm_jax.parallel import sharding
 from scm_jax.train import ema
 from scm_jax.train.critic import CriticSetup, critic_setup, critic_specs
@@ -25,8 +25,7 @@ from scm_jax.train.critic import CriticSetup, critic_setup, critic_specs
 def run_model_config(config: ConfigDict) -> ModelConfig:
     """The network of a run (config.model.name): model fields + the data's shape and classes (+ guidance input for
     guided sCD)."""
-    distill = config.objective == "scd" or (config.objective in ("pcm", "pscm") and config.pcm.distill)
-    guided = distill and (config.scm.guidance_lo, config.scm.guidance_hi) != (1.0, 1.0)
+    guided = registry.spec(config).distills(config) and (config.scm.guidance_lo, config.scm.guidance_hi) != (1.0, 1.0)
     return model_config(image_size=config.data.image_size, in_channels=config.data.channels,
                         num_classes=config.data.num_classes, guidance_embed=guided, **config.model.to_dict())
 
@@ -60,7 +59,7 @@ def make_setup(config: ConfigDict, mesh: jax.sharding.Mesh, tx: optax.GradientTr
     model_cfg = run_model_config(config)
     graphdef, _, p_specs = model_specs(model_cfg, sharding.rules_for(config.mesh.rules, mesh), mesh)
     half_lives = {ema.ema_name(h): h for h in config.train.ema_half_lives_mimg}
-    target, critic = config.objective in EMA_TARGET_OBJECTIVES, critic_setup(config)
+    target, critic = registry.spec(config).ema_target, critic_setup(config)
     abstract = jax.eval_shape(lambda: init_state(model_cfg, tx, half_lives, jax.random.key(0), target, critic))
     specs = {"params": p_specs, "opt_state": sharding.opt_state_specs(tx, abstract["opt_state"], p_specs),
              "ema": {name: p_specs for name in half_lives}, "step": P(), "rng": P(),

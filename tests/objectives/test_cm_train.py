@@ -5,11 +5,13 @@ import numpy as np
 import pytest
 
 from configs import embedded
+from scm_jax.eval.periodic import default_methods
 from scm_jax.samplers import generate
 from scm_jax.parallel.mesh import make_mesh
 from scm_jax.train.optim import make_optimizer
 from scm_jax.train.state import make_setup, sharded_init
-from scm_jax.train.step import make_train_step, model_apply
+from scm_jax.models.registry import model_apply
+from scm_jax.train.step import make_train_step
 
 
 # ~40-100 s each on 2 contended cores (mostly compilation): ct (EMA target in the state) runs by default.
@@ -44,10 +46,10 @@ def test_objective_trains_on_8_devices(objective):
 
 
 def test_scm_sample_methods_of_cm_runs_use_cm_algorithm_1():
-    methods = generate.methods_for("ect")
-    assert [m.edm.eps for m in methods] == [0.0, 0.0] and generate.methods_for("ict")[0].edm.eps == 0.002
-    assert generate.methods_for("sct")[0].edm is None
     config = embedded.get_config("ict,smoke")
+    methods = default_methods(embedded.get_config("ect,smoke"))
+    assert [m.edm.eps for m in methods] == [0.0, 0.0] and default_methods(config)[0].edm.eps == 0.002
+    assert default_methods(embedded.get_config("sct,smoke"))[0].edm is None
     setup = make_setup(config, make_mesh(), make_optimizer(config.optim))
     params = sharded_init(setup, jax.random.key(0))["params"]
     shape = (8, config.data.image_size, config.data.image_size, config.data.channels)

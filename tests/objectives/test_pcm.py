@@ -8,10 +8,10 @@ from flax import nnx
 
 from configs import embedded
 from scm_jax.checkpoint import Checkpointer
-from scm_jax.formulations import trigflow
+from scm_jax.formulations import phases, trigflow
 from scm_jax.models.discriminator import Discriminator
-from scm_jax.models.mlp import MLP
-from scm_jax.objectives import pcm, scm
+from scm_jax.models.registry import model_apply
+from scm_jax.objectives import pcm, registry, scm
 from scm_jax.parallel.mesh import make_mesh
 from scm_jax.samplers import generate, phased
 from scm_jax.train import step as step_lib
@@ -19,18 +19,18 @@ from scm_jax.train.optim import make_optimizer
 from scm_jax.train.state import make_setup, sharded_init
 from scm_jax.train.validate import validate_config
 from tests.oracles import F_cons, F_vel, R, assert_gradient_identity
-from tests.fakes import train_on_random_batches
+from tests.fakes import tiny_mlp, train_on_random_batches
 
 S = 0.8  # data std of the Gaussian oracle
 SD = trigflow.SIGMA_D
-EDGES = pcm.uniform_edges(4)
+EDGES = phases.uniform_edges(4)
 
 
 def F_pcons(s_data, edges):
     """Exact phased consistency function f_m = R(s_m) / R(t) x_t: F = (cos u - R(s_m) / R(t)) x_t / (sigma_d sin u)."""
     def apply(x_in, t, labels=None, guidance=None, dropout_key=None):
         x, tb = SD * x_in, trigflow.bcast(t, x_in)
-        s = trigflow.bcast(pcm.lower_edge(t, edges), x_in)
+        s = trigflow.bcast(phases.lower_edge(t, edges), x_in)
         u = tb - s
         safe = jnp.where(u > 0, u, 1.0)  # u = 0 only at t = s_0 = 0, where f = x for any F
         F = jnp.where(u > 0, (jnp.cos(u) - R(s, s_data) / R(tb, s_data)) * x / (SD * jnp.sin(safe)), 0.0)
@@ -52,7 +52,7 @@ def teacher(apply):
                                           ((0.1, 1.0), "s_0 = 0"), ((0.0, 2.0), "pi/2"), ((0.0, 0.5, 0.5), "strictly")])
 def test_bad_edges_raise(edges, match):
     with pytest.raises(ValueError, match=match):
-        pcm.check_edges(edges)
+        phases.check_edges(edges)
     with pytest.raises(ValueError, match=match):
         pcm.PSCMOptions(edges=edges)
 
@@ -66,15 +66,15 @@ def test_bad_pcm_options_raise(kwargs, match):
 
 def test_uniform_edges():
     with pytest.raises(ValueError, match="M >= 1"):
-        pcm.uniform_edges(0)
-    e = pcm.uniform_edges(3)
+        phases.uniform_edges(0)
+    e = phases.uniform_edges(3)
     assert len(e) == 4 and e[0] == 0.0 and e[-1] == pytest.approx(trigflow.T_MAX)
 
 
 def test_lower_edge_is_the_phase_start():
     e = np.asarray(EDGES, np.float32)
     t = jnp.asarray([0.0, 1e-4, e[1], e[1] + 1e-4, e[2] - 1e-4, e[4], 1.57], jnp.float32)
-    np.testing.assert_array_equal(pcm.lower_edge(t, EDGES), e[[0, 0, 0, 1, 1, 3, 3]])
+    np.testing.assert_array_equal(phases.lower_edge(t, EDGES), e[[0, 0, 0, 1, 1, 3, 3]])
 
 
 def test_phased_f_is_identity_at_the_phase_edge_for_any_network():
@@ -89,7 +89,7 @@ def test_phased_f_is_identity_at_the_phase_edge_for_any_network():
 
 def test_single_phase_is_scm_consistency_function():
     x, F, t = jnp.ones((3, 2)), jnp.full((3, 2), 0.3), jnp.asarray([0.2, 0.9, 1.5])
-    np.testing.assert_allclose(pcm.phased_f(x, t, F, pcm.uniform_edges(1)), trigflow.f_from_F(x, t, F), atol=1e-6)
+    np.testing.assert_allclose(pcm.phased_f(x, t, F, phases.uniform_edges(1)), trigflow.f_from_F(x, t, F), atol=1e-6)
 
 
 # --- continuous-time phased sCM ---
@@ -106,20 +106,13 @@ def test_pscm_tangent_is_zero_for_exact_phased_consistency_function():
     assert float(loss) < 1e-9
 
 
-def tiny_mlp(seed=0, dim=4, x64=False):
-    graphdef, params = nnx.split(MLP(dim, width=32, depth=2, rngs=nnx.Rngs(seed)))
-    if x64:
-        params = jax.tree.map(lambda a: a.astype(jnp.float64), params)
-    return (lambda p: (lambda x, t, *a: nnx.merge(graphdef, p)(x, t))), params
-
-
 def test_phased_tangent_matches_float64_finite_difference_of_f_m():
     """g = cos(u) df_m/dt along dxt_dt, u = t - s_m: the JVP form against a central difference of f_m itself."""
     with jax.enable_x64(True):
         apply, params = tiny_mlp(x64=True)
         F_fn = lambda x, tt: apply(params)(x, tt)[0]
         t = jnp.asarray([0.05, 0.45, 0.8, 1.2, 1.5], jnp.float64)
-        s = pcm.lower_edge(t, EDGES).astype(jnp.float64)
+        s = phases.lower_edge(t, EDGES).astype(jnp.float64)
         xt = jax.random.normal(jax.random.key(0), (5, 4), jnp.float64)
         dxt_dt = jax.random.normal(jax.random.key(1), (5, 4), jnp.float64)
 
@@ -139,7 +132,7 @@ def test_phased_gradient_identity_discrete_loss():
     """grad ||f_m(x_t, t) - sg f_m(x_t - dt dxt_dt, t - dt)||^2 / dt -> sigma_d tan(t - s_m) grad ||F - sg F - g||^2."""
     with jax.enable_x64(True):
         apply, params = tiny_mlp(dim=3, x64=True)
-        s = float(pcm.lower_edge(jnp.asarray([1.0]), EDGES)[0])
+        s = float(phases.lower_edge(jnp.asarray([1.0]), EDGES)[0])
         assert s > 0
         assert_gradient_identity(apply, params, t=1.0, s=s)
 
@@ -159,7 +152,7 @@ def test_pcm_oracle_loss_vanishes_at_the_teacher_solver_order():
     an O(h^2) loss."""
     ddim = {K: oracle_pcm_loss("ddim", K) for K in (8, 16)}
     heun = {K: oracle_pcm_loss("heun", K) for K in (16, 32)}
-    wrong = oracle_pcm_loss("ddim", 16, student=F_pcons(S, pcm.uniform_edges(2)))
+    wrong = oracle_pcm_loss("ddim", 16, student=F_pcons(S, phases.uniform_edges(2)))
     assert 12 < ddim[8] / ddim[16] < 20, ddim
     assert heun[16] / heun[32] > 50 and heun[32] < ddim[16] / 64, (heun, ddim)
     assert ddim[16] < 0.02 * wrong, (ddim, wrong)
@@ -202,8 +195,8 @@ def test_pcm_guided_teacher_scale_is_fed_to_student():
 
 def test_pseudo_huber_distance():
     pred, target = jnp.full((2, 4), 3.0), jnp.zeros((2, 4))
-    np.testing.assert_allclose(pcm.distance(pred, target, 0.0), 9.0)
-    np.testing.assert_allclose(pcm.distance(pred, target, 4.0), 1.0)  # sqrt(9 + 16) - 4
+    np.testing.assert_allclose(pcm.pcm_distance(pred, target, 0.0), 9.0)
+    np.testing.assert_allclose(pcm.pcm_distance(pred, target, 4.0), 1.0)  # sqrt(9 + 16) - 4
 
 
 def test_renoise_matches_the_forward_process_marginal():
@@ -270,7 +263,7 @@ def counting(apply, calls):
 
 @pytest.mark.parametrize("M", [1, 4])
 def test_phased_sampler_uses_M_calls_and_the_exact_f_m_gives_the_data(M):
-    edges, calls = pcm.uniform_edges(M), []
+    edges, calls = phases.uniform_edges(M), []
     x = phased.phased_sample(counting(F_pcons(S, edges), calls), jax.random.key(0), (20_000, 2), edges)
     np.testing.assert_allclose(calls, np.asarray(edges[:0:-1], np.float32))  # t_max, ..., s_1: one call each
     assert float(jnp.std(x)) == pytest.approx(S, rel=0.02)
@@ -293,9 +286,9 @@ def test_phased_objectives_train_through_the_real_train_step(objective):
     """A few distillation steps of a tiny DiT on 8 fake devices (the teacher: another random DiT)."""
     config = embedded.get_config(f"{objective},smoke")
     setup = make_setup(config, make_mesh(), make_optimizer(config.optim))
-    assert jax.device_count() == 8 and step_lib.phase_edges(config) == pcm.uniform_edges(config.pcm.phases)
+    assert jax.device_count() == 8 and registry.phase_edges(config) == phases.uniform_edges(config.pcm.phases)
     state = sharded_init(setup, jax.random.key(0))
-    t_apply = step_lib.model_apply(setup.graphdef, sharded_init(setup, jax.random.key(1))["params"])
+    t_apply = model_apply(setup.graphdef, sharded_init(setup, jax.random.key(1))["params"])
     train_step = step_lib.make_train_step(setup, config, lambda x, t, labels=None: t_apply(x, t, labels)[0])
     before = jax.tree.map(np.asarray, state["params"])
     state = train_on_random_batches(train_step, state, 2)
@@ -312,12 +305,12 @@ def test_phased_config_errors():
         validate_config(config)
         config.pcm.edges = (0.0, 1.0, 0.5)
         with pytest.raises(ValueError, match="strictly increasing"):
-            step_lib.phase_edges(config)
+            registry.phase_edges(config)
         config.update(objective="pscm")
         config.pcm.update(edges=(), adv_weight=0.1)
         with pytest.raises(ValueError, match="pcm.adv_weight=0.1 is PCM's adversarial loss"):
             validate_config(config)
-    assert generate.methods_for("pcm", edges=EDGES) == [generate.Method(edges=EDGES)]
+    assert generate.methods_for("phased", edges=EDGES) == [generate.Method(edges=EDGES)]
 
 
 def test_adversarial_pcm_trains_its_critic_in_the_train_state_and_checkpoint(tmp_path):

@@ -10,7 +10,8 @@ from configs import embedded
 from scm_jax.train.state import make_setup, sharded_init
 from scm_jax.parallel.mesh import make_mesh
 from scm_jax.train.optim import make_optimizer
-from scm_jax.train.step import make_objective, model_apply
+from scm_jax.models.registry import model_apply
+from scm_jax.train.step import make_objective, step_options
 from scm_jax.train.validate import validate_config
 
 
@@ -30,7 +31,7 @@ def loss_and_grad(objective: str, attention: str, tangent_attention: str):
     params = perturbed(sharded_init(setup, jax.random.key(0))["params"])  # DiT's zero-init output: F = 0
     teacher_params = sharded_init(setup, jax.random.key(1))["params"]
     teacher = lambda x, t, labels=None: model_apply(setup.graphdef, teacher_params)(x, t, labels)[0]
-    loss = make_objective(config, setup.graphdef, teacher)
+    loss = make_objective(step_options(config, setup.mesh), setup.graphdef, teacher)
     rng = np.random.default_rng(0)
     batch = {"x0": rng.uniform(-1, 1, (8, 32, 32, 1)).astype(np.float32),
              "label": rng.integers(0, 10, 8).astype(np.int32)}

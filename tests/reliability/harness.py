@@ -9,7 +9,7 @@ import jax
 import numpy as np
 from ml_collections import ConfigDict
 
-from configs import embedded
+from tests import fakes
 from scm_jax.parallel.mesh import make_mesh
 from scm_jax.train import runs
 from scm_jax.train.optim import make_optimizer
@@ -28,15 +28,7 @@ OVERRIDES = {"train.steps": 12, "checkpoint.every_steps": 1, "checkpoint.async_s
 
 def smoke(objective: str = "sct", **overrides) -> ConfigDict:
     """The `objective,smoke` config with OVERRIDES and `overrides` ({"a.b": value})."""
-    config = embedded.get_config(f"{objective},smoke")
-    with config.unlocked():
-        for key, value in {**OVERRIDES, **overrides}.items():
-            *path, leaf = key.split(".")
-            node = config
-            for p in path:
-                node = node[p]
-            node[leaf] = value
-    return config
+    return fakes.smoke(objective, **{**OVERRIDES, **overrides})
 
 
 def launch(workdir: Path, **overrides) -> subprocess.Popen:

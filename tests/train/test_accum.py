@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from configs import embedded
+from scm_jax.models.registry import model_apply
 from scm_jax.parallel.mesh import make_mesh
 from scm_jax.train import step as step_lib
 from scm_jax.train.optim import make_optimizer
@@ -21,12 +22,12 @@ def config_with(**train_and_model):
     return config
 
 
-def deterministic_objective(config, graphdef, teacher_fn, critic=None):
+def deterministic_objective(opts, graphdef, teacher_fn, critic=None):
     """A per-sample mean loss of the real DiT with no randomness, so microbatch keys cannot matter."""
     def loss(params, batch, key, step):
         x0 = batch["x0"]
         t = 0.3 + jnp.mean(x0, axis=(1, 2, 3)) ** 2  # a per-sample time
-        F, w_phi = step_lib.model_apply(graphdef, params)(x0 / 0.5, t, batch["label"])
+        F, w_phi = model_apply(graphdef, params)(x0 / 0.5, t, batch["label"])
         value = jnp.mean(jnp.square(F - x0)) + 0.1 * jnp.mean(w_phi**2)
         return value, {"loss": value}
     return loss

@@ -11,21 +11,9 @@ import jax
 import numpy as np
 import pytest
 
-from configs import embedded
+from tests.fakes import smoke
 from scm_jax.train import loop, progress, runs
 from scm_jax.train.loop import train_and_evaluate
-
-
-def smoke(objective: str, **overrides):
-    config = embedded.get_config(f"{objective},smoke")
-    with config.unlocked():
-        for key, value in overrides.items():
-            node = config
-            *path, leaf = key.split(".")
-            for p in path:
-                node = node[p]
-            node[leaf] = value
-    return config
 
 
 @pytest.fixture(scope="module")

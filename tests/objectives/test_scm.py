@@ -3,12 +3,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
 from scm_jax.formulations import trigflow
-from scm_jax.models.mlp import MLP
 from scm_jax.objectives import scm
 from scm_jax.objectives.diffusion import DiffusionOptions, diffusion_loss
+from tests.fakes import tiny_mlp
 from tests.oracles import F_cons, F_vel, assert_gradient_identity
 
 S = 0.8  # data std of the Gaussian oracle (different from sigma_d on purpose)
@@ -32,14 +31,8 @@ def test_scd_tangent_is_zero_for_exact_consistency_function():
     assert float(loss) < 1e-9
 
 
-def tiny_mlp_fns(seed=0, dim=4):
-    graphdef, params = nnx.split(MLP(dim, width=32, depth=2, rngs=nnx.Rngs(seed)))
-    apply = lambda p: (lambda x, t, *a: nnx.merge(graphdef, p)(x, t))
-    return apply, params
-
-
 def test_jvp_matches_float64_finite_difference():
-    apply, params = tiny_mlp_fns()
+    apply, params = tiny_mlp()
     x_in = jax.random.normal(jax.random.key(0), (5, 4))
     t = jnp.array([0.05, 0.3, 0.8, 1.2, 1.5])
     dxt_dt = jax.random.normal(jax.random.key(1), (5, 4))
@@ -59,7 +52,7 @@ def test_jvp_matches_float64_finite_difference():
 
 
 def test_finite_difference_jvp_option_agrees_with_exact():
-    apply, params = tiny_mlp_fns()
+    apply, params = tiny_mlp()
     F_fn = lambda x, tt: apply(params)(x, tt)[0]
     x_in, t = jax.random.normal(jax.random.key(0), (5, 4)), jnp.linspace(0.1, 1.5, 5)
     dxt_dt = jax.random.normal(jax.random.key(1), (5, 4))
@@ -69,14 +62,15 @@ def test_finite_difference_jvp_option_agrees_with_exact():
 
 
 def test_gradient_identity_discrete_consistency_loss():
-    """grad_theta ||f_theta(x_t,t) - f_sg(x_t - dt dxt_dt, t - dt)||^2 / dt -> sigma_d tan t grad ||F - sg(F) - g||^2."""
+    """grad_theta ||f_theta(x_t,t) - f_sg(x_t - dt dxt_dt, t - dt)||^2 / dt
+    -> sigma_d tan t grad ||F - sg(F) - g||^2."""
     with jax.enable_x64(True):
-        apply, params = tiny_mlp_fns(dim=3)
+        apply, params = tiny_mlp(dim=3)
         assert_gradient_identity(apply, jax.tree.map(lambda a: a.astype(jnp.float64), params), t=0.7, s=0.0)
 
 
 def test_tangent_warmup_is_traced_no_retrace():
-    apply, params = tiny_mlp_fns()
+    apply, params = tiny_mlp()
     batch = {"x0": jax.random.normal(jax.random.key(0), (8, 4))}
     opts = scm.SCMOptions(warmup_steps=10)
 
