@@ -5,11 +5,11 @@ A spec says what the train step holds and runs: theta^- (`minus`: none, CM's EMA
 tangent pass), the teacher (`teacher`: none, an optional start, a start, or distilled), a critic, phase edges, and
 its evaluation's default samplers (samplers.generate.KINDS, in EDM `form` for the CM baselines). `options(config)`
 builds its frozen options once, outside jit; `loss(apply_fn, apply_fn_minus, batch, key, step, opts, teacher_fn,
-**extra) -> (loss, metrics)` is the pure loss. Adding an objective is one module and one entry, e.g.
+**extra) -> (loss, metrics)` is the pure loss. Adding an objective is one module and one entry in OBJECTIVES, e.g.
+objectives/mine.py with a frozen MineOptions and mine_loss(apply_fn, apply_fn_minus, batch, key, step, opts,
+teacher_fn=None) -> (loss, metrics), theta^- = sg(theta), then
 
-    # objectives/mine.py: MineOptions (frozen) and mine_loss(apply_fn, apply_fn_minus, batch, key, step, opts,
-    # teacher_fn=None) -> (loss, metrics)
-    OBJECTIVES["mine"] = Objective(options=lambda config: mine.MineOptions(), loss=mine.mine_loss, minus="sg")
+    "mine": Objective(lambda config: mine.MineOptions(), mine.mine_loss, "sg"),
 """
 import dataclasses
 from typing import Any, Callable, Optional

@@ -67,10 +67,10 @@ def make_objective(o: StepOptions, graphdef: nnx.GraphDef, teacher_fn: Optional[
     """loss(params, batch, key, step, target=None, critic_state=None) -> (loss, metrics): the objective over the
     network; `target` is CM's EMA theta^-, `critic_state` PCM's adversarial critic (fixed here)."""
     def loss(params, batch, key, step, target=None, critic_state=None):
+        minus = minus_apply(o, graphdef, params, target)
         extra = {} if critic_state is None else {
             "disc_fn": critic.disc_fn(jax.lax.stop_gradient(critic_state["params"]))}
-        return o.objective.loss(model_apply(graphdef, params), minus_apply(o, graphdef, params, target), batch, key,
-                                step, o.loss, teacher_fn, **extra)
+        return o.objective.loss(model_apply(graphdef, params), minus, batch, key, step, o.loss, teacher_fn, **extra)
     return loss
 
 

@@ -8,7 +8,7 @@ import sys
 import jax
 import pytest
 
-from configs import imagenet512
+from configs import embedded, imagenet512
 from scm_jax.cli.plan import GIB, Compiled, Planner, largest_fitting, plan_devices, verdict
 from scm_jax.parallel.mesh import mesh_from_config
 
@@ -29,6 +29,14 @@ def test_smoke_scd_step_reports_memory_and_flops():
     c = planner.compile(2)
     assert c.global_batch == 16 and c.flops > 0 and c.temp > 0
     assert 0 < c.alias <= c.argument and c.total > 0  # the donated state is aliased to the new state
+
+
+@pytest.mark.parametrize("objective, distils", [("cd", True), ("pcm", True), ("pscm", True), ("ect", False),
+                                               ("sct", False)])
+def test_the_plan_holds_the_teacher_of_every_distilling_objective(objective, distils):
+    """The planned step holds what the objective's spec says: a teacher input for CD and PCM / phased sCM too."""
+    config = embedded.get_config(f"{objective},smoke")
+    assert bool(Planner(config, mesh_from_config(config.mesh)).teacher) == distils
 
 
 @pytest.fixture
