@@ -29,8 +29,10 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff==0.17.6"],
-        # torchvision 0.28.0 is the one whose wheel installs beside the CPU torch 2.13.0 (newer pulls CUDA torch)
-        "torch-check": ["torch==2.13.0", "torchvision==0.28.0", "pytorch-fid==0.3.0"],
+        # torchvision 0.28.0 is the one whose wheel installs beside the CPU torch 2.13.0 (newer pulls CUDA torch);
+        # diffusers / timm / safetensors: the references of the SD-VAE and DINOv2 ports (random weights, no download)
+        "torch-check": ["torch==2.13.0", "torchvision==0.28.0", "pytorch-fid==0.3.0", "diffusers==0.42.1",
+                        "timm==1.0.31", "safetensors==0.8.0"],
         # Training on accelerators: jax's own extras at the pinned version. cuda12: jax-cuda12-plugin[with-cuda] and
         # jax-cuda12-pjrt 0.10.2 with pip's CUDA 12 / cuDNN libraries (needs an NVIDIA driver); tpu: libtpu 0.0.42.*
         "cuda12": ["jax[cuda12]==0.10.2"],

@@ -11,7 +11,8 @@ from collections.abc import Mapping
 import numpy as np
 from flax import nnx
 
-from scm_jax.eval import inception, weights
+from scm_jax.eval import inception
+from scm_jax.models import weights
 
 # torch suffix -> (NNX suffix, layout change)
 _RENAMES = {

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from scm_jax.eval import weights
+from scm_jax.models import weights
 
 INPUT_SIZE = 299
 FEATURE_DIM = 2048

@@ -21,7 +21,7 @@ import optax
 from flax import nnx
 
 from scm_jax.data import embedded
-from scm_jax.eval import weights
+from scm_jax.models import weights
 
 IMAGE_SIZE = 32
 FEATURE_DIM = 128

@@ -1,5 +1,11 @@
-"""Network weights as flat `.npz` files keyed by NNX paths joined by dots (`Mixed_5b.branch1x1.conv.kernel`)."""
+"""Network weights as flat `.npz` files keyed by NNX paths joined by dots (`Mixed_5b.branch1x1.conv.kernel`).
+
+A network whose shape is configurable (the VAE, DINOv2) also stores its constructor's keyword arguments as JSON
+under `CONFIG_KEY`; `load_module` passes them to `create`.
+"""
+import json
 import os
+import zipfile
 from collections.abc import Callable
 
 import jax.numpy as jnp
@@ -12,21 +18,34 @@ def module_arrays(model: nnx.Module) -> dict[str, np.ndarray]:
     return {_key(path): np.asarray(var[...]) for path, var in nnx.to_flat_state(nnx.state(model))}
 
 
-def save_module(path: str, model: nnx.Module) -> None:
-    """Writes `module_arrays(model)` to a compressed `.npz`."""
-    np.savez_compressed(path, **module_arrays(model))
+CONFIG_KEY = "__config__"
 
 
-def load_module(path: str, create: Callable[[], nnx.Module], missing_hint: str) -> nnx.Module:
-    """Builds `create()` abstractly and fills it from the `.npz` at `path`; keys and shapes must match exactly.
+def save_module(path: str, model: nnx.Module, config: dict | None = None) -> None:
+    """Writes `module_arrays(model)` (and `config`, the kwargs that rebuild the model) to a compressed `.npz`."""
+    save_arrays(path, module_arrays(model), config)
 
-    `missing_hint` tells the user how to make the file when it does not exist.
+
+def save_arrays(path: str, arrays: dict[str, np.ndarray], config: dict | None = None) -> None:
+    extra = {} if config is None else {CONFIG_KEY: np.asarray(json.dumps(config))}
+    np.savez_compressed(path, **arrays, **extra)
+
+
+def load_module(path: str, create: Callable[..., nnx.Module], missing_hint: str) -> nnx.Module:
+    """Builds `create(**stored config)` abstractly and fills it from the `.npz` at `path`; keys and shapes must
+    match exactly.
+
+    `missing_hint` tells the user how to make the file when it does not exist or cannot be read.
     """
     if not os.path.exists(path):
         raise FileNotFoundError(f"no weights file at {path!r}. {missing_hint}")
-    with np.load(path) as npz:
-        arrays = dict(npz)
-    return module_from_arrays(arrays, create, source=path)
+    try:
+        with np.load(path) as npz:
+            arrays = dict(npz)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path} is not a readable weights .npz ({e}). {missing_hint}") from None
+    config = json.loads(str(arrays.pop(CONFIG_KEY))) if CONFIG_KEY in arrays else {}
+    return module_from_arrays(arrays, lambda: create(**config), source=path)
 
 
 def module_from_arrays(arrays: dict[str, np.ndarray], create: Callable[[], nnx.Module], source: str) -> nnx.Module:
@@ -49,3 +68,19 @@ def module_from_arrays(arrays: dict[str, np.ndarray], create: Callable[[], nnx.M
 
 def _key(path: tuple) -> str:
     return ".".join(str(part) for part in path)
+
+
+def read_state_dict(path: str) -> dict[str, np.ndarray]:
+    """A `.safetensors` or torch-pickled (`.bin`, `.pt`, `.pth`) state dict as numpy arrays."""
+    if path.endswith(".safetensors"):
+        try:
+            from safetensors.numpy import load_file
+        except ImportError as e:
+            raise SystemExit("reading .safetensors needs the safetensors package: pip install safetensors") from e
+        return load_file(path)
+    try:
+        import torch
+    except ImportError as e:
+        raise SystemExit(f"reading {path} needs torch: pip install torch (or convert the .safetensors)") from e
+    state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    return {k: v.float().numpy() for k, v in state_dict.items()}

@@ -2,37 +2,11 @@
 
 Needs the `[torch-check]` extra (torch, torchvision, pytorch-fid); skipped without it.
 """
-import functools
-import importlib
-import sys
-
 import numpy as np
 import pytest
 
 from scm_jax.eval import convert_inception, extractor, inception
-
-
-@functools.cache
-def _pytorch_fid_inception():
-    """`pytorch_fid.inception`, importable beside the CPU torch wheel.
-
-    PyPI's torchvision is built against CUDA torch: beside the CPU wheel its C ops fail to load, and its import
-    then stops registering fake kernels of two ops that nothing here uses (torchvision::nms, ::qnms). Declaring
-    those schemas first lets the pure-Python model code import. The library object is returned to keep them.
-    """
-    torch = pytest.importorskip("torch")
-    pytest.importorskip("pytorch_fid")
-    try:
-        return importlib.import_module("pytorch_fid.inception"), None
-    except RuntimeError as e:
-        if "torchvision::" not in str(e):
-            raise
-    for name in [m for m in sys.modules if m.split(".")[0] in ("torchvision", "pytorch_fid")]:
-        del sys.modules[name]
-    ops = torch.library.Library("torchvision", "FRAGMENT")
-    for op in ("nms", "qnms"):
-        ops.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    return importlib.import_module("pytorch_fid.inception"), ops
+from tests.torch_check import import_reference
 
 
 def _random_fid_inception(fid, monkeypatch):
@@ -75,7 +49,7 @@ def test_resize_matches_torch_bilinear_up_and_down():
 
 
 def test_flax_inception_matches_pytorch_fid(tmp_path, monkeypatch):
-    fid, _ = _pytorch_fid_inception()
+    fid = import_reference("pytorch_fid.inception")
     import torch
 
     torch.set_num_threads(2)
