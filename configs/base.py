@@ -31,7 +31,9 @@ def get_base_config() -> ConfigDict:
     # num_blocks, attn_resolutions, channels_per_head, modulation); each family reads its own fields and the shared
     # ones; image size / channels / classes come from `data`. c_noise(t) = t * time_scale under a positional
     # embedding (max period 1e4): at time_scale 1 the embedding of t in [0, pi/2] is nearly rank 2, so networks
-    # cannot tell noise levels apart (bench/results/ablations.md).
+    # cannot tell noise levels apart; at 1000 the tangent's time path is so steep that sCT/sCD students diverge
+    # (sCM's warning about high-frequency time embeddings); 10 trains teachers as well as 1000 and keeps the
+    # students stable (bench/results/ablations.md §2, §6).
     # Mixed precision: dtype="bfloat16" computes in bf16 while param_dtype="float32" keeps the master weights, the
     # optimizer moments and the EMAs in fp32; time embedding, w_phi(t) and the JVP's time path stay fp32 whatever
     # dtype says. remat: "none" | "full" (recompute each block in the backward pass) | "dots" (keep matmul outputs).
@@ -39,7 +41,7 @@ def get_base_config() -> ConfigDict:
                               channels=192, channel_mult=(1, 2, 3, 4), num_blocks=3, attn_resolutions=(16, 8),
                               channels_per_head=64, modulation="double_norm",
                               dropout=0.0, attention="reference", dtype="float32", param_dtype="float32",
-                              remat="none", time_scale=1000.0, logvar_channels=128))
+                              remat="none", time_scale=10.0, logvar_channels=128))
     c.diffusion = ConfigDict(dict(P_mean=-1.0, P_std=1.4, adaptive_weight=True, label_dropout=0.1))
     c.scm = ConfigDict(dict(
         warmup_steps=10_000, tangent_norm="l2", tangent_c=0.1, adaptive_weight=True, prior_weight=False,

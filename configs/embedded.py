@@ -25,9 +25,8 @@ def get_config(arg: str = "diffusion"):
     c.objective = objective
     # A 0.46M-parameter EDM2 U-Net (bench/results/ablations.md: on 2 CPU cores it learns digits several times
     # faster than the patch-4 DiT of the same step time); Adam at EDM2's 1e-2 for its magnitude-preserving layers.
-    # time_scale 10: as good a teacher as 1000, and its students stay stable at 5x the learning rate (ablations §6).
     c.model.update(name="unet", channels=16, channel_mult=(1, 2, 2), num_blocks=2, attn_resolutions=(8,),
-                   channels_per_head=16, dropout=0.0, time_scale=10.0)
+                   channels_per_head=16, dropout=0.0)
     c.optim.update(name="adam", lr=1e-2, warmup_steps=100, grad_clip=1.0)
     c.train.update(batch_size=64, steps=2_000, log_every=50, ema_half_lives_mimg=(0.02,))
     c.checkpoint.update(every_steps=500, keep=2)

@@ -75,7 +75,7 @@ class DiTConfig:
     dtype: str = "float32"  # compute dtype; the time path is always float32
     param_dtype: str = "float32"
     remat: str = "none"  # "none" | "full" | "dots" (jax.checkpoint per block)
-    time_scale: float = 1000.0  # c_noise(t) = t time_scale (sCM: c_noise(t) = t; 1 is nearly rank 2: configs/base.py)
+    time_scale: float = 10.0  # c_noise(t) = t time_scale (sCM: c_noise(t) = t; 1 is nearly rank 2: configs/base.py)
     logvar_channels: int = 128  # width of the w_phi(t) head
 
     def __post_init__(self):

@@ -69,7 +69,7 @@ class UNetConfig:
     dtype: str = "float32"
     param_dtype: str = "float32"
     remat: str = "none"                       # "none" | "full" | "dots" (jax.checkpoint per block)
-    time_scale: float = 1.0                   # c_noise(t) = t * time_scale
+    time_scale: float = 10.0                  # c_noise(t) = t * time_scale (configs/base.py)
     logvar_channels: int = 128
     modulation: str = "double_norm"           # sCM's adaptive double normalization | EDM2's "edm2"
     label_balance: float = 0.5                # EDM2's mp_sum / mp_cat / residual weights
