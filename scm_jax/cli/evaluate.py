@@ -3,12 +3,14 @@
     scm-evaluate --samples=runs/sct/samples/2step_1000.npz --metric=mnist          # offline, embedded data
     scm-evaluate --samples=s.npz --metric=inception --inception_weights=inception_fid.npz --ref=cifar10_ref.npz
     scm-evaluate --metric=inception --inception_weights=... --ref_data=cifar10 --data_dir=~/tfds --save_ref=ref.npz
+    scm-evaluate --samples=s.npz --metric=dinov2 --dinov2_weights=dinov2_vitl14.npz --ref=dinov2_ref.npz
 
 mnist: Fréchet distance in the shipped MNIST classifier's feature space, precision/recall against the 5,000
 embedded digits, confidence, class entropy and, with labels (arr_1, integers in [0, 10)), class accuracy.
 inception: FID (pool3, the FID network's semantics), Inception Score (10 splits) and, when the reference has
-features (--ref_data), precision/recall. Precision/recall (Kynkäänniemi et al. 2019) come with their k (3) and
-reference size in the JSON. Inception weights load from a local file only (see scm_jax.eval.convert_inception).
+features (--ref_data), precision/recall. dinov2: FD_DINOv2 (EDM2's) against --ref statistics of DINOv2 features.
+Precision/recall (Kynkäänniemi et al. 2019) come with their k (3) and reference size in the JSON. Inception and
+DINOv2 weights load from local files only (scm_jax.eval.convert_inception / convert_dinov2).
 Bad input (a missing, corrupt or mixed-size file, labels outside the classes) exits 2 with one `error:` line.
 """
 import json
@@ -27,8 +29,9 @@ from scm_jax.eval.images import require_uint8
 from scm_jax.samplers.images import to_uint8
 
 _SAMPLES = flags.DEFINE_string("samples", None, ".npz (arr_0 uint8 NHWC, optional arr_1 labels) or image folder.")
-_METRIC = flags.DEFINE_enum("metric", "mnist", ["mnist", "inception"], "Feature network.")
+_METRIC = flags.DEFINE_enum("metric", "mnist", ["mnist", "inception", "dinov2"], "Feature network.")
 _WEIGHTS = flags.DEFINE_string("inception_weights", None, "Converted FID Inception weights (.npz).")
+_DINOV2_WEIGHTS = flags.DEFINE_string("dinov2_weights", None, "Converted DINOv2 ViT-L/14 weights (.npz).")
 _REF = flags.DEFINE_string("ref", None, "Reference statistics .npz (mu, sigma), ours or an ADM reference batch.")
 _REF_DATA = flags.DEFINE_string("ref_data", None, "Compute the reference from this data set (tfds name).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "tfds data dir of --ref_data.")
@@ -124,7 +127,10 @@ def main(argv) -> None:
             return
         raise ValueError("--samples is required (an .npz from scm-sample or an image folder).")
     images, labels = load_samples(_SAMPLES.value)
-    result = mnist_metrics(images, labels) if _METRIC.value == "mnist" else inception_metrics(images)
+    if _METRIC.value == "dinov2":
+        result = scores.make_scorer("dinov2", ref=_REF.value, dinov2_weights=_DINOV2_WEIGHTS.value)(images, None)
+    else:
+        result = mnist_metrics(images, labels) if _METRIC.value == "mnist" else inception_metrics(images)
     result = {"samples": _SAMPLES.value, "metric": _METRIC.value, "num": int(len(images)), **result}
     out = _OUT.value or os.path.splitext(_SAMPLES.value)[0] + f".{_METRIC.value}.json"
     with open(out, "w") as fh:

@@ -3,6 +3,8 @@
 - "inception": the FID Inception-v3 (2048-d pool3 features, 1008 logits); needs the converted weights file
   (scm_jax/eval/inception.py says how to make it).
 - "mnist": the MNIST-5k classifier shipped with the package (128-d features, 10 logits).
+- "dinov2": DINOv2 ViT-L/14, FD_DINOv2's network (1024-d CLS features, no logits); needs the converted weights
+  file (scm_jax/eval/dinov2.py says how to make it).
 
     extractor = get_extractor("inception", weights_path="inception_fid.npz")
     features, logits = extractor.features_and_logits(images_uint8_nhwc)
@@ -16,10 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from scm_jax.eval import inception, mnist_classifier
+from scm_jax.eval import dinov2, inception, mnist_classifier
 from scm_jax.eval.images import check_images
 
-NAMES = ("inception", "mnist")
+NAMES = ("inception", "mnist", "dinov2")
 _OTHER_METRIC = "use the inception metric (--metric=inception, or eval.metric='inception' in a config)"
 
 
@@ -69,7 +71,12 @@ class Extractor:
 
 
 def get_extractor(name: str, weights_path: str | None = None, batch_size: int = 100) -> Extractor:
-    """The extractor called `name` (see NAMES); `weights_path` is required for "inception"."""
+    """The extractor called `name` (see NAMES); `weights_path` is required for "inception" and "dinov2"."""
+    if name == "dinov2":
+        if weights_path is None:
+            raise ValueError(f"the dinov2 extractor needs weights_path: the .npz made by\n    {dinov2.CONVERT_COMMAND}")
+        model = dinov2.load_dinov2(weights_path)
+        return Extractor(name, 3, model.norm.num_features, 0, _bind(model, channels=3), batch_size)
     if name == "inception":
         if weights_path is None:
             raise ValueError("the inception extractor needs weights_path: the .npz made by\n    "
@@ -92,6 +99,7 @@ def _bind(model: nnx.Module, channels: int) -> Callable[[np.ndarray, float, floa
         x = raw.astype(jnp.float32) * scale + offset
         if x.shape[-1] != channels:  # grayscale into a 3-channel network
             x = jnp.repeat(x, channels, axis=-1)
-        return nnx.merge(graphdef, state)(x)
+        out = nnx.merge(graphdef, state)(x)
+        return out if isinstance(out, tuple) else (out, out[:, :0])  # features only: empty logits
 
     return functools.partial(run, state)

@@ -4,6 +4,8 @@
   class accuracy of labelled samples, ...).
 - "inception": FID against reference statistics (`.npz` with `mu`, `sigma`) and the Inception Score, with the FID
   Inception-v3 loaded from a local weights file.
+- "dinov2": FD_DINOv2 against reference statistics of the same network's features (DINOv2 ViT-L/14 from a local
+  weights file).
 
     score = make_scorer("inception", inception_weights="inception_fid.npz", ref="cifar10_ref.npz")
     metrics = score(images_uint8_nhwc, labels)
@@ -16,10 +18,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from scm_jax.eval import embedded_metric, inception, metrics
+from scm_jax.eval import dinov2, embedded_metric, inception, metrics
 from scm_jax.eval.extractor import Extractor, get_extractor
 
-METRICS = ("mnist", "inception")
+METRICS = ("mnist", "inception", "dinov2")
 Scorer = Callable[[np.ndarray, np.ndarray | None], dict[str, float]]
 MAKE_REF = "scm-evaluate --metric=inception --inception_weights=W --ref_data=NAME --save_ref=ref.npz"
 
@@ -43,16 +45,30 @@ def require_inception_weights(path: str | None) -> str:
     return path
 
 
-def reference_stats(path: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """(mu, sigma) of a reference statistics file of Inception pool3 features."""
+def require_dinov2_weights(path: str | None) -> str:
+    """The path of the converted DINOv2 weights, which must exist."""
+    if not path or not os.path.isfile(path):
+        raise FileNotFoundError(f"no DINOv2 weights file {path or ''!r} (--dinov2_weights); make it once with "
+                                f"{dinov2.CONVERT_COMMAND}")
+    return path
+
+
+def reference_stats(path: str | None, dim: int | None = inception.FEATURE_DIM) -> tuple[np.ndarray, np.ndarray]:
+    """(mu, sigma) of a reference statistics file of `dim`-d features (Inception pool3 by default)."""
     if not path or not os.path.isfile(path):
         raise FileNotFoundError(f"no reference statistics file {path or ''!r} (--ref, or eval.ref in a config); "
                                 f"use an ADM reference batch or make one with {MAKE_REF}")
-    return metrics.load_stats(path, dim=inception.FEATURE_DIM)
+    return metrics.load_stats(path, dim=dim)
+
+
+def fd_dinov2(extractor: Extractor, images: np.ndarray, mu_r: np.ndarray, sigma_r: np.ndarray) -> dict[str, float]:
+    """FD_DINOv2: the Fréchet distance of the samples' DINOv2 features to (mu_r, sigma_r)."""
+    return {"fd_dinov2": metrics.frechet_distance(*metrics.feature_statistics(extractor.features(images)), mu_r,
+                                                  sigma_r)}
 
 
 def make_scorer(metric: str, inception_weights: str | None = None, ref: str | None = None,
-                image_shape: tuple[int, int, int] | None = None) -> Scorer:
+                image_shape: tuple[int, int, int] | None = None, dinov2_weights: str | None = None) -> Scorer:
     """score(images uint8 NHWC, labels or None) -> metrics; `image_shape` (HWC) is checked against the network."""
     if metric == "mnist":
         reference = embedded_metric.mnist_reference()
@@ -63,6 +79,11 @@ def make_scorer(metric: str, inception_weights: str | None = None, ref: str | No
         mu_r, sigma_r = reference_stats(ref)  # before loading the weights: a bad reference fails in a second
         extractor = get_extractor("inception", inception_weights)
         score = lambda images, labels=None: inception_scores(extractor, images, mu_r, sigma_r)
+    elif metric == "dinov2":
+        require_dinov2_weights(dinov2_weights)
+        mu_r, sigma_r = reference_stats(ref, dim=None)  # D is checked against the features (test models are small)
+        extractor = get_extractor("dinov2", dinov2_weights)
+        score = lambda images, labels=None: fd_dinov2(extractor, images, mu_r, sigma_r)
     else:
         raise ValueError(f"metric {metric!r} is unknown; use one of {METRICS}")
     if image_shape is not None:
