@@ -75,7 +75,7 @@ class DiTConfig:
     dtype: str = "float32"  # compute dtype; the time path is always float32
     param_dtype: str = "float32"
     remat: str = "none"  # "none" | "full" | "dots" (jax.checkpoint per block)
-    time_scale: float = 10.0  # c_noise(t) = t time_scale (sCM: c_noise(t) = t; 1 is nearly rank 2: configs/base.py)
+    time_scale: float = 10.0  # c_noise(t) = t * time_scale (sCM: c_noise(t) = t; 1 is nearly rank 2: configs/base.py)
     logvar_channels: int = 128  # width of the w_phi(t) head
 
     def __post_init__(self):
@@ -83,25 +83,25 @@ class DiTConfig:
                       "block_q", "block_k", "logvar_channels"):
             require(getattr(self, field) > 0, f"DiTConfig.{field} must be positive, got {getattr(self, field)}.")
         require(self.image_size % self.patch_size == 0,
-                 f"patch_size {self.patch_size} does not divide image_size {self.image_size}; pick a divisor.")
+                f"patch_size {self.patch_size} does not divide image_size {self.image_size}; pick a divisor.")
         require(self.hidden_size % self.num_heads == 0,
-                 f"num_heads {self.num_heads} does not divide hidden_size {self.hidden_size}; pick a divisor.")
+                f"num_heads {self.num_heads} does not divide hidden_size {self.hidden_size}; pick a divisor.")
         require(self.hidden_size % 4 == 0,
-                 f"hidden_size {self.hidden_size} must be a multiple of 4 (2-D sin-cos position embedding).")
+                f"hidden_size {self.hidden_size} must be a multiple of 4 (2-D sin-cos position embedding).")
         require(self.logvar_channels % 2 == 0, f"logvar_channels {self.logvar_channels} must be even.")
         require(self.num_classes >= 0, f"num_classes must be >= 0 (0 = unconditional), got {self.num_classes}.")
         require(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}.")
         require(self.mlp_ratio > 0, f"mlp_ratio must be positive, got {self.mlp_ratio}.")
         require(self.attention in ATTENTION_KINDS,
-                 f"unknown attention {self.attention!r}; expected one of {ATTENTION_KINDS}.")
+                f"unknown attention {self.attention!r}; expected one of {ATTENTION_KINDS}.")
         require(self.remat in REMAT_POLICIES,
-                 f"unknown remat {self.remat!r}; expected 'none', 'full' or 'dots'.")
+                f"unknown remat {self.remat!r}; expected 'none', 'full' or 'dots'.")
         for field in ("dtype", "param_dtype"):
             require(getattr(self, field) in _DTYPES,
-                     f"DiTConfig.{field}={getattr(self, field)!r} is not supported; expected one of {_DTYPES}.")
+                    f"DiTConfig.{field}={getattr(self, field)!r} is not supported; expected one of {_DTYPES}.")
         require(self.attention != "cudnn" or self.dtype == "bfloat16",
-                 "attention='cudnn' needs dtype='bfloat16' (cuDNN flash attention has no float32 kernel); "
-                 "set dtype='bfloat16' or use attention='reference'/'blockwise'.")
+                "attention='cudnn' needs dtype='bfloat16' (cuDNN flash attention has no float32 kernel); "
+                "set dtype='bfloat16' or use attention='reference'/'blockwise'.")
 
     @property
     def grid(self) -> int:

@@ -81,23 +81,23 @@ class UNetConfig:
         for field in ("image_size", "in_channels", "channels", "num_blocks", "channels_per_head", "logvar_channels"):
             require(getattr(self, field) > 0, f"UNetConfig.{field} must be positive, got {getattr(self, field)}.")
         require(len(self.channel_mult) > 0 and min(self.channel_mult) > 0,
-                 f"channel_mult={self.channel_mult} needs at least one positive multiplier.")
+                f"channel_mult={self.channel_mult} needs at least one positive multiplier.")
         require(self.image_size % 2 ** (len(self.channel_mult) - 1) == 0,
-                 f"image_size {self.image_size} must halve {len(self.channel_mult) - 1} times "
-                 f"(channel_mult={self.channel_mult}); use fewer levels or another size.")
+                f"image_size {self.image_size} must halve {len(self.channel_mult) - 1} times "
+                f"(channel_mult={self.channel_mult}); use fewer levels or another size.")
         for c in (self.channels * m for m, r in zip(self.channel_mult, self.resolutions) if r in self.attn_resolutions):
             require(c % self.channels_per_head == 0,
-                     f"channels_per_head {self.channels_per_head} must divide the {c} channels of an attention level.")
+                    f"channels_per_head {self.channels_per_head} must divide the {c} channels of an attention level.")
         require(self.logvar_channels % 2 == 0, f"logvar_channels {self.logvar_channels} must be even.")
         require(self.num_classes >= 0, f"num_classes must be >= 0 (0 = unconditional), got {self.num_classes}.")
         require(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}.")
         require(self.attention in ATTENTION_KINDS,
-                 f"unknown attention {self.attention!r}; expected one of {ATTENTION_KINDS}.")
+                f"unknown attention {self.attention!r}; expected one of {ATTENTION_KINDS}.")
         require(self.remat in REMAT_POLICIES, f"unknown remat {self.remat!r}; expected one of {tuple(REMAT_POLICIES)}.")
         require(self.modulation in MODULATIONS, f"unknown modulation {self.modulation!r}; expected {MODULATIONS}.")
         for field in ("dtype", "param_dtype"):
             require(getattr(self, field) in _DTYPES,
-                     f"UNetConfig.{field}={getattr(self, field)!r} is not supported; expected one of {_DTYPES}.")
+                    f"UNetConfig.{field}={getattr(self, field)!r} is not supported; expected one of {_DTYPES}.")
 
     @property
     def resolutions(self) -> tuple[int, ...]:
