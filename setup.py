@@ -51,6 +51,7 @@ setup(
         "console_scripts": [
             "scm-train=scm_jax.cli.train:run",
             "scm-sample=scm_jax.cli.sample:run",
+            "scm-export=scm_jax.cli.export:run",
             "scm-evaluate=scm_jax.cli.evaluate:run",
             "scm-plan=scm_jax.cli.plan:run",
         ]

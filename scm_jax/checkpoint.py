@@ -3,6 +3,10 @@
 A step directory holds three Orbax items: "state" (pytree of sharded arrays, StandardSave), "data" (the
 data-iterator state, JSON) and "config" (JSON). Restoring reshards onto the mesh the abstract state names.
 A step that cannot be read is skipped with a warning and, once an older step restores, moved to `corrupt/`.
+
+Inference (`restore_subtree`, `read_subtree`) is read-only: it restores one subtree (e.g. one EMA) by its tree path
+with Orbax's partial restore, so only those arrays are read, and it never creates, probes, moves or writes anything in
+the directory (a read-only mount, another run's workdir). `save_tree` writes a standalone PyTree (an export).
 """
 
 import base64
@@ -11,7 +15,7 @@ import json
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -55,7 +59,7 @@ class Checkpointer:
         )
         # Restores bypass CheckpointManager.restore: its Checkpointer enters a cross-process barrier only
         # after a *successful* read, so a shard failing on one host would leave the hosts in mismatched
-        # collectives. The handler alone has none; `_try_restore` agrees on the outcome in one allgather.
+        # collectives. The handler alone has none; `_first_readable` agrees on the outcome in one allgather.
         self._restorer = ocp.CompositeCheckpointHandler(handler_registry=_handler_registry())
         self._barrier_ids = itertools.count()
 
@@ -80,56 +84,24 @@ class Checkpointer:
         `config_json` is re-serialised with `json.dumps`: compare it parsed.
         """
         self._manager.wait_until_finished()
-        steps = sorted(self._manager.all_steps(), reverse=True)
-        if step is not None:
-            if step not in steps:
-                raise FileNotFoundError(f"No checkpoint for step {step} in {self.directory}; it has {steps}.")
-            steps = [step]
-        unreadable: list[tuple[int, str]] = []
-        for candidate in steps:
-            restored, problem = self._try_restore(candidate, abstract_state)
-            if problem is None:
-                for bad_step, bad_problem in unreadable:
-                    self._move_aside(bad_step, bad_problem)
-                data_state = _decode_data_state(restored.data)
-                return candidate, restored.state, data_state, json.dumps(restored.config)
-            unreadable.append((candidate, problem))
-            _log.warning(
-                "Checkpoint step %d in %s cannot be restored: %s. Trying the previous step.",
-                candidate, self.directory, problem,
-            )
-        if not unreadable:
+        found = _first_readable(self.directory, self._manager.all_steps(), step,
+                                lambda s: self._read_step(s, abstract_state))
+        if found is None:
             return None
-        tried = "; ".join(f"step {s}: {p}" for s, p in unreadable)
-        raise RuntimeError(
-            f"No restorable checkpoint in {self.directory}. Tried {tried}. Nothing was moved or deleted: "
-            "repair or remove these step directories, or start from an empty workdir."
-        )
+        candidate, restored, unreadable = found
+        for bad_step, bad_problem in unreadable:
+            self._move_aside(bad_step, bad_problem)
+        return candidate, restored.state, _decode_data_state(restored.data), json.dumps(restored.config)
 
-    def _try_restore(self, step: int, abstract_state: Any) -> tuple[Any, str | None]:
-        """Returns (restored items, None), or (None, what went wrong) unless every process restored `step`."""
-        restored, problem = None, None
-        try:
-            saved = self._manager.metadata(step).item_metadata["state"]
-        except Exception as e:  # noqa: BLE001 -- Orbax/TensorStore raise bare Exception on bad files.
-            problem = _describe(e)
-        else:
-            _check_matches(abstract_state, saved.tree, f"step {step} in {self.directory}")
-            args = ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state),
-                data=ocp.args.JsonRestore(),
-                config=ocp.args.JsonRestore(),
-            )
-            try:
-                restored = self._restorer.restore(self.directory / str(step), args=args)
-            except Exception as e:  # noqa: BLE001
-                problem = _describe(e)
-        # Each process reads its own shards: accept the step only if all of them succeeded.
-        ok = multihost_utils.process_allgather(np.array(problem is None))
-        if ok.all():
-            return restored, None
-        failed = np.flatnonzero(~ok).tolist()
-        return None, problem or f"processes {failed} could not read their shards (see their logs)"
+    def _read_step(self, step: int, abstract_state: Any) -> Any:
+        saved = _reading(lambda: self._manager.metadata(step).item_metadata["state"])
+        _check_matches(abstract_state, saved.tree, f"step {step} in {self.directory}")
+        args = ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state),
+            data=ocp.args.JsonRestore(),
+            config=ocp.args.JsonRestore(),
+        )
+        return _reading(lambda: self._restorer.restore(self.directory / str(step), args=args))
 
     def _move_aside(self, step: int, problem: str) -> None:
         """Moves an unreadable step out of Orbax's view (so the step can be saved again); never deletes it."""
@@ -167,6 +139,91 @@ def _handler_registry() -> ocp.handlers.DefaultCheckpointHandlerRegistry:
         registry.add(item, save_args)
         registry.add(item, restore_args)
     return registry
+
+
+def restore_subtree(directory: str | epath.PathLike, abstract: Any, path: tuple[str, ...],
+                    step: int | None = None) -> tuple[int, Any] | None:
+    """(step, subtree at `path` of the "state" item) of `step` (default: the latest readable step) of the
+    Checkpointer directory `directory`, or None when it holds no checkpoint. Read-only (`read_subtree`); an
+    unreadable step is skipped with a warning and left where it is."""
+    directory = epath.Path(directory)
+    found = _first_readable(directory, ocp.step.checkpoint_steps(directory), step,
+                            lambda s: read_subtree(directory / str(s) / "state", abstract, path))
+    return None if found is None else found[:2]
+
+
+def read_subtree(item_dir: str | epath.PathLike, abstract: Any, path: tuple[str, ...] = ()) -> Any:
+    """The subtree at `path` (e.g. ("ema", "ema_0.5")) of the PyTree saved in `item_dir`, onto the shardings of
+    `abstract` (ShapeDtypeStruct leaves); reads only its arrays (Orbax partial restore) and writes nothing."""
+    item_dir = epath.Path(item_dir)
+    handler = ocp.PyTreeCheckpointHandler()
+    saved = _reading(lambda: handler.metadata(item_dir).tree)
+    for depth, key in enumerate(path):
+        if not isinstance(saved, dict) or key not in saved:
+            choices = sorted(saved) if isinstance(saved, dict) else []
+            raise ValueError(f"{item_dir} has no {'/'.join(path[:depth + 1])}; choose one of {choices}.")
+        saved = saved[key]
+    _check_matches(abstract, saved, str(item_dir))
+    item = abstract
+    for key in reversed(path):
+        item = {key: item}
+    args = ocp.args.PyTreeRestore(item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+                                  partial_restore=True)
+    restored = _reading(lambda: handler.restore(item_dir, args=args))
+    for key in path:
+        restored = restored[key]
+    return restored
+
+
+def save_tree(directory: str | epath.PathLike, tree: Any) -> None:
+    """Writes `tree` (arrays) as a standalone PyTree checkpoint at `directory` (which must not exist)."""
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(epath.Path(os.path.abspath(directory)), tree)
+        checkpointer.wait_until_finished()
+
+
+class _Unreadable(Exception):
+    """A step's files cannot be read (missing, truncated, corrupt): try the previous step."""
+
+
+def _reading(read: Callable[[], Any]) -> Any:
+    try:
+        return read()
+    except Exception as e:  # noqa: BLE001 -- Orbax/TensorStore raise bare Exception on bad files.
+        raise _Unreadable(_describe(e)) from e
+
+
+def _first_readable(directory: epath.Path, steps: list[int], step: int | None,
+                    read: Callable[[int], Any]) -> tuple[int, Any, list[tuple[int, str]]] | None:
+    """(step, read(step), [(newer unreadable step, problem)]) of the newest step every process reads (only `step`
+    if given); None when there is no step; raises when none can be read."""
+    steps = sorted(steps, reverse=True)
+    if step is not None:
+        if step not in steps:
+            raise FileNotFoundError(f"No checkpoint for step {step} in {directory}; it has {steps}.")
+        steps = [step]
+    unreadable: list[tuple[int, str]] = []
+    for candidate in steps:
+        restored, problem = None, None
+        try:
+            restored = read(candidate)
+        except _Unreadable as e:
+            problem = str(e)
+        # Each process reads its own shards: accept the step only if all of them succeeded.
+        ok = multihost_utils.process_allgather(np.array(problem is None))
+        if ok.all():
+            return candidate, restored, unreadable
+        problem = problem or f"processes {np.flatnonzero(~ok).tolist()} could not read their shards (see their logs)"
+        unreadable.append((candidate, problem))
+        _log.warning("Checkpoint step %d in %s cannot be restored: %s. Trying the previous step.",
+                     candidate, directory, problem)
+    if not unreadable:
+        return None
+    tried = "; ".join(f"step {s}: {p}" for s, p in unreadable)
+    raise RuntimeError(
+        f"No restorable checkpoint in {directory}. Tried {tried}. Nothing was moved or deleted: "
+        "repair or remove these step directories, or start from an empty workdir."
+    )
 
 
 def _check_writable(directory: epath.Path) -> None:
