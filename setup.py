@@ -26,6 +26,7 @@ setup(
         "numpy>=1.26",
         "pillow>=10",
         "scipy>=1.11",
+        "tqdm>=4.60",  # progress of the data build's VAE encoding and of reference statistics (tfds needs it too)
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff==0.17.6"],

@@ -1,7 +1,10 @@
 """ImageNet 512x512 in the SD-VAE latent space (64x64x4, 1000 classes): DiT-1.5B/2 teacher, sCT and sCD.
 
-Encode the images once to 64x64x4 latents (`python -m scm_jax.data.build --source=LATENTS.npz --name=imagenet512
---data_dir=DATA_DIR`, data.kind latents), plan the memory before booking accelerators, then train:
+Encode the images once to 64x64x4 SD-VAE latents (`python -m scm_jax.data.build --source=IMAGENET_TRAIN_DIR
+--name=imagenet512 --data_dir=DATA_DIR --vae=sd_vae.npz --resolution=512`; the loader scales them by the mean / std
+the build records, scm_jax/data/latents.py), plan the memory before booking accelerators, then train (a set of your
+own: `--config.data.name=NAME --config.data.num_classes=K`, as the build prints; docs/runbook.md §6 has the whole
+recipe, to FID and FD_DINOv2):
 
     scm-plan --config=configs/imagenet512.py:scd --topology=a100_sxm_80:1x1x8 --hbm_gib=72.9   # 8x A100-80GB, XLA:GPU
     scm-train --config=configs/imagenet512.py:diffusion --workdir=runs/in512_teacher --config.data.data_dir=DATA_DIR

@@ -8,7 +8,7 @@ import pytest
 import scm_jax
 
 ROOT = pathlib.Path(scm_jax.__file__).parent
-LAYERS = (("formulations", "parallel", "data", "models", "checkpoint"), ("objectives", "samplers"), ("eval",),
+LAYERS = (("formulations", "parallel", "models", "checkpoint"), ("data", "objectives", "samplers"), ("eval",),
           ("train",), ("cli", "examples"))
 RANK = {package: i for i, layer in enumerate(LAYERS) for package in layer}
 

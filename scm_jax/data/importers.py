@@ -6,11 +6,11 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
-from PIL import Image
 
-from scm_jax.data import embedded, storage
+from scm_jax.data import embedded, folders, storage
+from scm_jax.data.latents import LatentScale
+from scm_jax.data.moments import Moments
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 EMBEDDED_NAME = "embedded_mnist5k"
 IMAGE_KEYS, LABEL_KEYS = ("images", "arr_0"), ("labels", "arr_1")
 
@@ -41,7 +41,8 @@ def import_npz(
 ) -> epath.Path:
     """`.npz` shards, read one at a time, in order: images under `images`/`arr_0` (uint8 pixels, or float latents
     with kind="latents"; NHWC), labels under `labels`/`arr_1` in every shard or in none. `resolution` and
-    `channels`, when given, must be the arrays' own: npz arrays are stored as they are."""
+    `channels`, when given, must be the arrays' own: npz arrays are stored as they are. Latents are stored raw, with
+    their per-channel mean / std in the metadata (`scm_jax.data.latents`)."""
     paths = [_existing(path) for path in paths]
     labels = [npz_array(path, LABEL_KEYS) for path in paths]  # npz members load lazily: labels only
     if sum(shard is None for shard in labels) not in (0, len(paths)):
@@ -53,11 +54,17 @@ def import_npz(
     except ValueError as e:
         raise ValueError(f"{paths[0] if len(paths) == 1 else paths}: {e}") from None
     _check_npz_layout(paths[0], features, resolution, channels)
-    examples = (
-        example for path, shard_labels in zip(paths, labels)
-        for example in _named(path, features.encode_all(_npz_images(path, kind), shard_labels))
-    )
-    return storage.write_tfds(data_dir, name, features.tfds_features(), {split: examples})
+    moments = Moments()
+
+    def shard_examples(path: str, shard_labels: np.ndarray | None) -> Iterator[dict]:
+        images = _npz_images(path, kind)
+        yield from _named(path, features.encode_all(images, shard_labels))
+        if features.latents:
+            moments.add(images.reshape(-1, images.shape[-1]))
+
+    examples = (example for path, shard_labels in zip(paths, labels) for example in shard_examples(path, shard_labels))
+    metadata = (lambda: LatentScale.from_moments(moments).metadata()) if features.latents else None
+    return storage.write_tfds(data_dir, name, features.tfds_features(), {split: examples}, metadata=metadata)
 
 
 def _check_npz_layout(
@@ -96,15 +103,23 @@ def import_folder(
     """
     if channels not in (1, 3):
         raise ValueError(f"--channels={channels}: folder images are stored as 1 (grayscale) or 3 (RGB) channels.")
-    files, labels, class_names = _list_images(pathlib.Path(_existing(path)))
+    files, labels, class_names = folder_images(path, num_classes)
+    shape = folders.load_image(files[0], resolution, channels).shape
+    features = storage.ArrayFeatures(shape, class_names=class_names)
+    examples = _encoded(files, labels, features, resolution, channels)
+    return storage.write_tfds(data_dir, name, features.tfds_features(), {split: examples})
+
+
+def folder_images(path: str, num_classes: int | None = None
+                  ) -> tuple[list[pathlib.Path], list[int] | None, tuple[str, ...] | None]:
+    """(files, labels, class names) of an image folder (`folders.list_images`); `num_classes`, when given, must be
+    the number of class subfolders."""
+    files, labels, class_names = folders.list_images(pathlib.Path(_existing(path)))
     found = 0 if class_names is None else len(class_names)
     if num_classes is not None and num_classes != found:
         raise ValueError(f"{path} has {found} class subfolders, --num_classes={num_classes}; a folder's classes are "
                          "its subfolders: drop --num_classes or add the missing class folders.")
-    shape = _load(files[0], resolution, channels).shape
-    features = storage.ArrayFeatures(shape, class_names=class_names)
-    examples = _encoded(files, labels, features, resolution, channels)
-    return storage.write_tfds(data_dir, name, features.tfds_features(), {split: examples})
+    return files, labels, class_names
 
 
 def _encoded(
@@ -112,66 +127,13 @@ def _encoded(
     resolution: int | None, channels: int,
 ) -> Iterator[dict]:
     for i, file in enumerate(files):
-        image = _load(file, resolution, channels)
+        image = folders.load_image(file, resolution, channels)
         if image.shape != features.shape:
             raise ValueError(
                 f"{file} is {image.shape[1]}x{image.shape[0]}, the first image {features.shape[1]}x"
                 f"{features.shape[0]}; pass --resolution=N to center-crop and resize all images to NxN."
             )
         yield features.encode(image, None if labels is None else labels[i])
-
-
-def _list_images(root: pathlib.Path) -> tuple[list[pathlib.Path], list[int] | None, tuple[str, ...] | None]:
-    """(files, labels, class names): labels from subfolder names, or None for a flat folder."""
-    folders = sorted(p for p in root.iterdir() if p.is_dir())
-    if not folders:
-        files = _images_in(root)
-        if not files:
-            raise ValueError(f"{root} holds no {'/'.join(IMAGE_SUFFIXES)} files and no class subfolders.")
-        return files, None, None
-    if _images_in(root):
-        raise ValueError(f"{root} mixes image files and subfolders; use one subfolder per class or none.")
-    files, labels = [], []
-    for label, folder in enumerate(folders):
-        found = _images_in(folder)
-        if not found:
-            raise ValueError(f"Class folder {folder} holds no {'/'.join(IMAGE_SUFFIXES)} files.")
-        files += found
-        labels += [label] * len(found)
-    return files, labels, tuple(folder.name for folder in folders)
-
-
-def _images_in(folder: pathlib.Path) -> list[pathlib.Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def open_image(file: pathlib.Path | str) -> Image.Image:
-    """Pillow's image of `file`, decoded; an unreadable or truncated file is an error naming it."""
-    try:
-        image = Image.open(file)
-        image.load()
-    except OSError as e:
-        raise ValueError(f"{file} is not a readable image ({e}); remove or replace it.") from None
-    return image
-
-
-def _load(file: pathlib.Path, resolution: int | None, channels: int) -> np.ndarray:
-    with open_image(file) as image:
-        image = image.convert("L" if channels == 1 else "RGB")
-        if resolution is not None:
-            image = center_crop_resize(image, resolution)
-        array = np.asarray(image)
-    return array[..., None] if channels == 1 else array
-
-
-def center_crop_resize(image: Image.Image, resolution: int) -> Image.Image:
-    """ADM's ImageNet preprocessing: box-halve while large, bicubic to the short side, center crop."""
-    while min(image.size) >= 2 * resolution:
-        image = image.resize(tuple(s // 2 for s in image.size), resample=Image.Resampling.BOX)
-    scale = resolution / min(image.size)
-    image = image.resize(tuple(round(s * scale) for s in image.size), resample=Image.Resampling.BICUBIC)
-    left, top = (image.size[0] - resolution) // 2, (image.size[1] - resolution) // 2
-    return image.crop((left, top, left + resolution, top + resolution))
 
 
 def _existing(path: str) -> str:

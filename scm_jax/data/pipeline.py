@@ -12,6 +12,8 @@ from typing import Literal
 import grain
 import numpy as np
 
+from scm_jax.data import latents
+
 Batch = dict[str, np.ndarray]
 
 
@@ -48,10 +50,12 @@ def make_loader(
     process_count: int, seed: int, num_epochs: int | None = None, shuffle: bool = True,
     kind: Literal["pixels", "latents"] = "pixels",
     image_shape: tuple[int, int, int] | None = None, num_threads: int = 2, num_classes: int | None = None,
+    latent_scale: latents.LatentScale | None = None,
 ) -> Loader:
     """Local batches of `source` records {"image": HWC, "label": int (optional)} for this process.
 
-    Pixels (uint8) become float32 in [-1, 1]; latents (float) stay as they are. Sets without labels give
+    Pixels (uint8) become float32 in [-1, 1]; raw latents are scaled to per-channel mean 0, std sigma_d by
+    `latent_scale` (default: the scale the source records; `scm_jax.data.latents`). Sets without labels give
     label 0. `num_epochs=None` repeats forever; a finite count drops the last incomplete global batch.
     `image_shape` (H, W, C), when given, must match the records (e.g. the model's input shape). Every batch's
     labels must lie in [0, num_classes) (default: the class count the source records; 0: unchecked), checked on
@@ -59,10 +63,11 @@ def make_loader(
     """
     local_batch_size = _check_batch(global_batch_size, process_index, process_count, len(source))
     _check_record(source[0], kind, image_shape)
+    scale = _latent_scale(source, latent_scale) if kind == "latents" else None
     dataset = grain.MapDataset.source(source)
     if shuffle:
         dataset = dataset.shuffle(seed=seed)
-    dataset = dataset.repeat(num_epochs).map(functools.partial(_to_arrays, kind=kind))
+    dataset = dataset.repeat(num_epochs).map(functools.partial(_to_arrays, kind=kind, scale=scale))
     dataset = dataset.batch(local_batch_size, drop_remainder=True)
     num_classes = recorded_classes(source) if num_classes is None else num_classes
     if num_classes:
@@ -76,11 +81,21 @@ def make_loader(
     return Loader(dataset, fingerprint, num_threads)
 
 
-def _to_arrays(record: dict, *, kind: str) -> Batch:
+def _to_arrays(record: dict, *, kind: str, scale: latents.LatentScale | None) -> Batch:
     image = np.asarray(record["image"], np.float32)
-    if kind == "pixels":
-        image = image / 127.5 - 1.0
+    image = image / 127.5 - 1.0 if kind == "pixels" else scale.normalize(image)
     return {"image": image, "label": np.int32(record.get("label", 0))}
+
+
+def _latent_scale(source: grain.sources.RandomAccessDataSource, given: latents.LatentScale | None
+                  ) -> latents.LatentScale:
+    scale = latents.recorded_scale(source) if given is None else given
+    if scale is None:
+        raise ValueError(f"the latent data set records no per-channel mean / std of its latents; {latents.REBUILD}.")
+    channels = np.asarray(source[0]["image"]).shape[-1]
+    if len(scale.mean) != channels:
+        raise ValueError(f"the latent scale has {len(scale.mean)} channels, the records {channels}; {latents.REBUILD}.")
+    return scale
 
 
 def recorded_classes(source: grain.sources.RandomAccessDataSource) -> int:

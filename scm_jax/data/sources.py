@@ -7,7 +7,7 @@ from typing import Literal
 import grain
 import tensorflow_datasets as tfds
 
-from scm_jax.data import importers, storage
+from scm_jax.data import importers, latents, storage
 
 # Short names used in configs -> tfds names (with config).
 ALIASES = types.MappingProxyType({"cifar10": "cifar10", "imagenet64": "imagenet_resized/64x64"})
@@ -42,6 +42,14 @@ def open_source(options: DataOptions) -> grain.sources.RandomAccessDataSource:
         _build_embedded_once(data_dir)
         return _open(importers.EMBEDDED_NAME, data_dir, options.split)
     return _open(ALIASES.get(options.name, options.name), options.data_dir, options.split)
+
+
+def latent_scale(options: DataOptions) -> latents.LatentScale:
+    """The scale recorded with the latent data set `options` names: what decoding a latent run's samples needs."""
+    scale = latents.recorded_scale(open_source(options))
+    if scale is None:
+        raise ValueError(f"data set {options.name!r} records no latent mean / std; {latents.REBUILD}.")
+    return scale
 
 
 def _build_embedded_once(data_dir: str) -> None:

@@ -10,12 +10,14 @@ What tfds 4.9.10 can write with TensorFlow absent (each checked here, no `tensor
   `dataset_info.json` and `features.json` that `tfds.data_source` and `builder_from_directory` read.
 - `DatasetBuilder.code_path` needs `importlib_resources`, which tfds 4.9.10 uses but does not declare
   (tensorflow/datasets#11212). A builder without a code path skips it; ours has no checksums file to find.
+- `DatasetInfo.metadata` (a `tfds.core.MetadataDict`) is written as `metadata.json` after the examples, and read
+  back as `info.metadata` by `tfds.data_source` / `builder_from_directory`: what a latent set's scale needs.
 """
 import dataclasses
 import io
 import re
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -28,24 +30,32 @@ _NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
 class _ArrayRecordBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    """Writes the given example streams, in order, as one tfds data set."""
+    """Writes the given example streams, in order, as one tfds data set; then `metadata()` as its metadata."""
 
     code_path = None  # see module docstring: avoids tfds's undeclared `importlib_resources` import
 
     def __init__(
         self, *, name: str, version: str, features: tfds.features.FeaturesDict,
         splits: Mapping[str, Iterable[dict]], data_dir: str, description: str,
+        metadata: Callable[[], Mapping] | None,
     ):
         self.name = name
         self.VERSION = tfds.core.Version(version)  # pylint: disable=invalid-name
         self._features, self._splits, self._description = features, splits, description
+        self._metadata = metadata
         super().__init__(data_dir=data_dir, version=version, file_format=ARRAY_RECORD)
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
             builder=self, description=self._description, features=self._features,
             disable_shuffling=True,  # record i is the i-th example given; grain shuffles at read time
+            metadata=None if self._metadata is None else tfds.core.MetadataDict(),
         )
+
+    def _download_and_prepare(self, dl_manager, download_config):
+        super()._download_and_prepare(dl_manager, download_config)
+        if self._metadata is not None:  # measured while the examples streamed by; tfds writes it next
+            self.info.metadata.update(self._metadata())
 
     def _split_generators(self, dl_manager):
         del dl_manager
@@ -58,12 +68,14 @@ class _ArrayRecordBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
 def write_tfds(
     data_dir: str, name: str, features: tfds.features.FeaturesDict,
     splits: Mapping[str, Iterable[dict]], *, version: str = VERSION, description: str = "",
+    metadata: Callable[[], Mapping] | None = None,
 ) -> epath.Path:
-    """Writes `splits` (split name -> encoded examples) to `data_dir/name/version`; returns that folder."""
+    """Writes `splits` (split name -> encoded examples) to `data_dir/name/version`; returns that folder.
+    `metadata()`, called once every example is written, gives the JSON-able `metadata.json` (`info.metadata`)."""
     check_name(name)
     builder = _ArrayRecordBuilder(
         name=name, version=version, features=features, splits=splits, data_dir=data_dir,
-        description=description,
+        description=description, metadata=metadata,
     )
     if builder.is_prepared():
         raise FileExistsError(

@@ -20,6 +20,7 @@ from flax import nnx
 
 from scm_jax.eval import dinov2, inception, mnist_classifier
 from scm_jax.eval.images import check_images
+from scm_jax.parallel.batched import map_batches
 
 NAMES = ("inception", "mnist", "dinov2")
 _OTHER_METRIC = "use the inception metric (--metric=inception, or eval.metric='inception' in a config)"
@@ -51,17 +52,8 @@ class Extractor:
         images = np.asarray(images)
         pixel_range = check_images(images)
         self.check_shape(images.shape)
-        if images.shape[0] == 0:
-            raise ValueError("no images given")
-        size = min(self.batch_size, images.shape[0])  # one compiled shape; the last batch is zero-padded
-        outputs = []
-        for start in range(0, images.shape[0], size):
-            batch = images[start:start + size]
-            padded = np.concatenate([batch, np.zeros((size - len(batch),) + batch.shape[1:], batch.dtype)])
-            outputs.append((len(batch), self.apply(padded, pixel_range.scale, pixel_range.offset)))
-        features = np.concatenate([np.asarray(f)[:n] for n, (f, _) in outputs])
-        logits = np.concatenate([np.asarray(z)[:n] for n, (_, z) in outputs])
-        return features, logits
+        apply = lambda batch: self.apply(batch, pixel_range.scale, pixel_range.offset)
+        return map_batches(apply, images, self.batch_size)  # one compiled shape; the last batch zero-padded
 
     def features(self, images: np.ndarray) -> np.ndarray:
         return self.features_and_logits(images)[0]

@@ -193,5 +193,5 @@ class FIDInceptionV3(nnx.Module):
 
 def load_inception(path: str) -> FIDInceptionV3:
     """The FID Inception with weights from the `.npz` that `convert_inception` wrote."""
-    hint = f"Convert the public FID weights once with:\n    {CONVERT_COMMAND}\n(see scm_jax/eval/inception.py)."
+    hint = f"Convert the public FID weights once with:  {CONVERT_COMMAND}  (see scm_jax/eval/inception.py)."
     return weights.load_module(path, lambda: FIDInceptionV3(rngs=nnx.Rngs(0)), missing_hint=hint)

@@ -1,8 +1,10 @@
 """Sample-quality metrics on extractor outputs (spec/math.md §7): Fréchet distance, Inception Score,
 precision/recall (k-NN manifolds), and reference statistics files.
 
-Statistics files are `.npz` with `mu` [D] and `sigma` [D, D], the keys of ADM / guided-diffusion reference batches
-(other keys such as `arr_0` or `mu_s` are ignored when reading).
+Statistics files are `.npz` with `mu` [D] and `sigma` [D, D] of Inception features, the keys of ADM /
+guided-diffusion reference batches (other keys such as `arr_0` or `mu_s` are ignored when reading), and, in the
+files `scm-evaluate --make_ref` writes, `mu_dinov2` / `sigma_dinov2` of DINOv2 features and `pr_features`
+(Inception features of up to 10,000 reference images, for precision/recall).
 """
 import functools
 import warnings
@@ -84,25 +86,55 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = PR_K, batch_si
             "recall": _share_in_manifold(real, fake, fake_radii, batch_size)}
 
 
-def save_stats(path: str, mu: np.ndarray, sigma: np.ndarray) -> None:
-    """Writes reference statistics as `.npz` with keys `mu` [D] and `sigma` [D, D] (float64)."""
-    mu, sigma = np.asarray(mu, np.float64), np.asarray(sigma, np.float64)
-    _check_stats(mu, sigma, "given")
-    np.savez(path, mu=mu, sigma=sigma)
+STATS_KEYS = {"inception": ("mu", "sigma"), "dinov2": ("mu_dinov2", "sigma_dinov2")}  # network -> file keys
+PR_FEATURES_KEY = "pr_features"
 
 
-def load_stats(path: str, dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Reads `mu`, `sigma` from a statistics `.npz` (ours or an ADM reference batch); `dim` checks D."""
+def precision_recall_setting(reference_size: int) -> dict:
+    """How precision/recall were measured: the k of the k-NN manifolds and the number of reference images."""
+    return {"precision_recall_k": PR_K, "precision_recall_reference_size": reference_size}
+
+
+def save_stats(path: str, mu: np.ndarray, sigma: np.ndarray, network: str = "inception") -> None:
+    """Writes reference statistics of `network`'s features as `.npz` with its keys (float64)."""
+    save_reference(path, {network: (mu, sigma)})
+
+
+def save_reference(path: str, stats: dict[str, tuple[np.ndarray, np.ndarray]],
+                   pr_features: np.ndarray | None = None) -> None:
+    """Writes (mu [D], sigma [D, D]) of each network (STATS_KEYS) and optional reference features for
+    precision/recall to one `.npz`."""
+    arrays = {}
+    for network, (mu, sigma) in stats.items():
+        mu, sigma = np.asarray(mu, np.float64), np.asarray(sigma, np.float64)
+        _check_stats(mu, sigma, "given")
+        arrays.update(zip(STATS_KEYS[network], (mu, sigma)))
+    if pr_features is not None:
+        arrays[PR_FEATURES_KEY] = np.asarray(pr_features, np.float32)
+    np.savez(path, **arrays)
+
+
+def load_stats(path: str, dim: int | None = None, network: str = "inception") -> tuple[np.ndarray, np.ndarray]:
+    """Reads `network`'s mu, sigma from a statistics `.npz` (ours, or an ADM reference batch for Inception);
+    `dim` checks D."""
+    mu_key, sigma_key = STATS_KEYS[network]
     with np.load(path) as npz:
-        if "mu" not in npz or "sigma" not in npz:
-            raise KeyError(f"{path} has keys {sorted(npz.keys())}, not 'mu' and 'sigma': it is not a statistics "
-                           "file (write one with save_stats, or use an ADM reference batch)")
-        mu, sigma = npz["mu"].astype(np.float64), npz["sigma"].astype(np.float64)
+        if mu_key not in npz or sigma_key not in npz:
+            raise ValueError(f"{path} has keys {sorted(npz.keys())}, not {mu_key!r} and {sigma_key!r}: it holds no "
+                           f"{network} statistics (make them with scm-evaluate --make_ref=OUT.npz --source=IMAGES "
+                           f"--{network}_weights=W, or use an ADM reference batch for FID)")
+        mu, sigma = npz[mu_key].astype(np.float64), npz[sigma_key].astype(np.float64)
     _check_stats(mu, sigma, path)
     if dim is not None and mu.shape[0] != dim:
         raise ValueError(f"{path} holds statistics of {mu.shape[0]}-d features, the extractor gives {dim}-d: "
                          "the reference was made with another network")
     return mu, sigma
+
+
+def load_pr_features(path: str) -> np.ndarray | None:
+    """The reference features for precision/recall a statistics file holds (None: it holds none)."""
+    with np.load(path) as npz:
+        return npz[PR_FEATURES_KEY] if PR_FEATURES_KEY in npz else None
 
 
 def _check_stats(mu: np.ndarray, sigma: np.ndarray, what: str) -> None:

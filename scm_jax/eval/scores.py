@@ -6,6 +6,8 @@
   Inception-v3 loaded from a local weights file.
 - "dinov2": FD_DINOv2 against reference statistics of the same network's features (DINOv2 ViT-L/14 from a local
   weights file).
+- "all": "inception" and "dinov2" together, for each network whose weights are given (FID, IS, FD_DINOv2, and
+  precision/recall when the reference holds Inception features: `scm-evaluate --make_ref` writes them).
 
     score = make_scorer("inception", inception_weights="inception_fid.npz", ref="cifar10_ref.npz")
     metrics = score(images_uint8_nhwc, labels)
@@ -21,9 +23,9 @@ import numpy as np
 from scm_jax.eval import dinov2, embedded_metric, inception, metrics
 from scm_jax.eval.extractor import Extractor, get_extractor
 
-METRICS = ("mnist", "inception", "dinov2")
+METRICS = ("mnist", "inception", "dinov2", "all")
 Scorer = Callable[[np.ndarray, np.ndarray | None], dict[str, float]]
-MAKE_REF = "scm-evaluate --metric=inception --inception_weights=W --ref_data=NAME --save_ref=ref.npz"
+MAKE_REF = "scm-evaluate --make_ref=ref.npz --source=IMAGE_DIR --resolution=N --inception_weights=W"
 
 
 def inception_scores(extractor: Extractor, images: np.ndarray, mu_r: np.ndarray, sigma_r: np.ndarray,
@@ -33,7 +35,8 @@ def inception_scores(extractor: Extractor, images: np.ndarray, mu_r: np.ndarray,
     out = dict(zip(("inception_score", "inception_score_std"), metrics.inception_score(logits)))
     out["fid"] = metrics.frechet_distance(*metrics.feature_statistics(features), mu_r, sigma_r)
     if ref_features is not None:
-        out.update(metrics.precision_recall(ref_features, features))
+        out.update(metrics.precision_recall(ref_features, features), **metrics.precision_recall_setting(
+            len(ref_features)))
     return out
 
 
@@ -53,12 +56,13 @@ def require_dinov2_weights(path: str | None) -> str:
     return path
 
 
-def reference_stats(path: str | None, dim: int | None = inception.FEATURE_DIM) -> tuple[np.ndarray, np.ndarray]:
-    """(mu, sigma) of a reference statistics file of `dim`-d features (Inception pool3 by default)."""
+def reference_stats(path: str | None, dim: int | None = inception.FEATURE_DIM, network: str = "inception"
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(mu, sigma) of `network`'s `dim`-d features (Inception pool3 by default) in a reference statistics file."""
     if not path or not os.path.isfile(path):
         raise FileNotFoundError(f"no reference statistics file {path or ''!r} (--ref, or eval.ref in a config); "
                                 f"use an ADM reference batch or make one with {MAKE_REF}")
-    return metrics.load_stats(path, dim=dim)
+    return metrics.load_stats(path, dim=dim, network=network)
 
 
 def fd_dinov2(extractor: Extractor, images: np.ndarray, mu_r: np.ndarray, sigma_r: np.ndarray) -> dict[str, float]:
@@ -76,16 +80,30 @@ def make_scorer(metric: str, inception_weights: str | None = None, ref: str | No
                                                                   reference=reference)
     elif metric == "inception":
         require_inception_weights(inception_weights)
-        mu_r, sigma_r = reference_stats(ref)  # before loading the weights: a bad reference fails in a second
+        mu_r, sigma_r = reference_stats(ref, dim=inception.FEATURE_DIM)  # before the weights: fails in a second
+        ref_features = metrics.load_pr_features(ref)
         extractor = get_extractor("inception", inception_weights)
-        score = lambda images, labels=None: inception_scores(extractor, images, mu_r, sigma_r)
+        score = lambda images, labels=None: inception_scores(extractor, images, mu_r, sigma_r, ref_features)
     elif metric == "dinov2":
         require_dinov2_weights(dinov2_weights)
-        mu_r, sigma_r = reference_stats(ref, dim=None)  # D is checked against the features (test models are small)
+        mu_r, sigma_r = reference_stats(ref, dim=None, network="dinov2")  # D is checked against the features
         extractor = get_extractor("dinov2", dinov2_weights)
         score = lambda images, labels=None: fd_dinov2(extractor, images, mu_r, sigma_r)
+    elif metric == "all":
+        return _all_scorer(inception_weights, ref, image_shape, dinov2_weights)
     else:
         raise ValueError(f"metric {metric!r} is unknown; use one of {METRICS}")
     if image_shape is not None:
         extractor.check_shape((1, *image_shape))
     return score
+
+
+def _all_scorer(inception_weights: str | None, ref: str | None, image_shape: tuple[int, int, int] | None,
+                dinov2_weights: str | None) -> Scorer:
+    """The inception and dinov2 scorers of the networks whose weights are given, merged into one result."""
+    given = [m for m, w in (("inception", inception_weights), ("dinov2", dinov2_weights)) if w]
+    if not given:
+        raise ValueError("metric 'all' needs the weights of at least one network: --inception_weights (FID, IS, "
+                         "precision/recall) and / or --dinov2_weights (FD_DINOv2).")
+    parts = [make_scorer(m, inception_weights, ref, image_shape, dinov2_weights) for m in given]
+    return lambda images, labels=None: {k: v for score in parts for k, v in score(images, labels).items()}

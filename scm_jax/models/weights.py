@@ -45,7 +45,10 @@ def load_module(path: str, create: Callable[..., nnx.Module], missing_hint: str)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise ValueError(f"{path} is not a readable weights .npz ({e}). {missing_hint}") from None
     config = json.loads(str(arrays.pop(CONFIG_KEY))) if CONFIG_KEY in arrays else {}
-    return module_from_arrays(arrays, lambda: create(**config), source=path)
+    try:
+        return module_from_arrays(arrays, lambda: create(**config), source=path)
+    except (TypeError, ValueError) as e:  # TypeError: the stored config is another network's
+        raise ValueError(f"{path} holds the weights of another network ({e}). {missing_hint}") from None
 
 
 def module_from_arrays(arrays: dict[str, np.ndarray], create: Callable[[], nnx.Module], source: str) -> nnx.Module:

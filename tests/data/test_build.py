@@ -65,6 +65,10 @@ def test_npz_pixels_and_latents_read_back(tmp_path):
     np.testing.assert_array_equal([r["label"] for r in pix], labels)
     np.testing.assert_array_equal([r["image"] for r in lat], latents.astype(np.float16).astype(np.float32))
     assert [int(r["label"]) for r in lat] == list(range(5)) and lat[0]["image"].dtype == np.float32
+    metadata = tfds.builder_from_directory(str(tmp_path / "lat" / "1.0.0")).info.metadata  # the loader's scale
+    stored = latents.astype(np.float16).astype(np.float64).reshape(-1, 4)
+    np.testing.assert_allclose(metadata["latent_mean"], stored.mean(axis=0), rtol=1e-9)
+    np.testing.assert_allclose(metadata["latent_std"], stored.std(axis=0, ddof=1), rtol=1e-9)
 
 
 def test_errors(tmp_path):

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from scm_jax.data import pipeline
+from scm_jax.data import latents, pipeline
 
 N = 48  # records; record i has every pixel equal to i, so a batch's pixels name its records
 
@@ -78,11 +78,18 @@ def test_finite_epochs_stop_after_whole_global_batches():
     assert len(batches) == 40 // 8
 
 
-def test_latents_pass_through_unscaled():
+def test_latents_are_scaled_to_sigma_d_by_their_recorded_scale():
     source = [{"image": np.full((2, 2, 4), i / 10, np.float32)} for i in range(8)]
-    batch = next(_loader(source, kind="latents", shuffle=False))
-    np.testing.assert_allclose(batch["image"][:, 0, 0, 0], np.arange(8) / 10)
+    scale = latents.LatentScale(mean=(0.1, 0.2, 0.3, 0.4), std=(1.0, 2.0, 0.5, 0.25))
+    batch = next(_loader(source, kind="latents", shuffle=False, latent_scale=scale))
+    expected = (np.arange(8)[:, None] / 10 - np.array(scale.mean)) / np.array(scale.std) * 0.5  # sigma_d
+    np.testing.assert_allclose(batch["image"][:, 0, 0], expected, rtol=1e-6)
+    np.testing.assert_allclose(scale.denormalize(batch["image"]), np.stack([r["image"] for r in source]), atol=1e-6)
     assert batch["label"].tolist() == [0] * 8  # a set without labels
+    with pytest.raises(ValueError, match="records no per-channel mean / std of its latents; rebuild it"):
+        _loader(source, kind="latents")
+    with pytest.raises(ValueError, match="the latent scale has 3 channels, the records 4"):
+        _loader(source, kind="latents", latent_scale=latents.LatentScale((0.0,) * 3, (1.0,) * 3))
 
 
 @pytest.mark.parametrize(

@@ -100,5 +100,5 @@ def test_load_stats_reads_adm_reference_batches_and_refuses_other_files(tmp_path
     assert mu.dtype == np.float64 and sigma.shape == (3, 3)
     samples = str(tmp_path / "samples.npz")
     np.savez(samples, arr_0=np.zeros((2, 8, 8, 3), np.uint8))
-    with pytest.raises(KeyError, match="not 'mu' and 'sigma'"):
+    with pytest.raises(ValueError, match="not 'mu' and 'sigma'"):
         metrics.load_stats(samples)
