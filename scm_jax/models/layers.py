@@ -2,6 +2,7 @@
 
 Logical axis names are listed in `scm_jax.models.dit`'s docstring.
 """
+import functools
 from typing import Callable
 
 import jax
@@ -26,11 +27,30 @@ def constrain(x: jax.Array, *axes: str | None) -> jax.Array:
     return linen.with_logical_constraint(x, axes)
 
 
-def layer_norm(x: jax.Array, eps: float = 1e-6) -> jax.Array:
-    """LayerNorm over channels without affine parameters, computed in float32."""
+def _normalized(x: jax.Array, eps: float) -> tuple[jax.Array, jax.Array]:
+    """(y = (x - mean) / sqrt(var + eps), r = 1 / sqrt(var + eps)) over the last axis, in float32."""
     x = x.astype(_F32)
-    mu = x.mean(-1, keepdims=True)
-    return (x - mu) * jax.lax.rsqrt(jnp.square(x - mu).mean(-1, keepdims=True) + eps)
+    xc = x - x.mean(-1, keepdims=True)
+    r = jax.lax.rsqrt(jnp.square(xc).mean(-1, keepdims=True) + eps)
+    return xc * r, r
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def layer_norm(x: jax.Array, eps: float = 1e-6) -> jax.Array:
+    """LayerNorm over channels without affine parameters, computed in float32.
+
+    Its JVP is the closed form r (t - mean(t) - y mean(t y)); reverse mode transposes that (two reductions), where
+    autodiff of the two-pass formula leaves XLA more passes over the activations. On one CPU core the DiT's train
+    step got 3.6-4.2% faster for diffusion and 6.0-7.5% for sCT (bench/results/vs_torch.md)."""
+    return _normalized(x, eps)[0]
+
+
+@layer_norm.defjvp
+def _layer_norm_jvp(eps: float, primals: tuple, tangents: tuple) -> tuple[jax.Array, jax.Array]:
+    (x,), (tx,) = primals, tangents
+    y, r = _normalized(x, eps)
+    tx = tx.astype(_F32)
+    return y, r * (tx - tx.mean(-1, keepdims=True) - y * (tx * y).mean(-1, keepdims=True))
 
 
 def pixel_norm(x: jax.Array, eps: float = 1e-6) -> jax.Array:
