@@ -79,7 +79,7 @@ def test_reference_of_another_feature_dimension(tmp_path):
 def test_missing_weights_or_reference_files():
     with pytest.raises(FileNotFoundError, match="convert_inception"):
         scores.require_inception_weights("none.npz")
-    with pytest.raises(FileNotFoundError, match="--save_ref"):
+    with pytest.raises(FileNotFoundError, match="--make_ref=ref.npz --source=IMAGE_DIR"):
         scores.reference_stats("none.npz")
 
 
