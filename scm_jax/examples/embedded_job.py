@@ -57,7 +57,9 @@ def main() -> None:
     parser.add_argument("--teacher_steps", type=int, default=1200)
     parser.add_argument("--student_steps", type=int, default=400)
     parser.add_argument("--num_samples", type=int, default=1000)
-    parser.add_argument("--ode_steps", default="5,10,18", help="Heun noise levels (NFE = 2N - 1)")
+    parser.add_argument("--ode_steps", default="5,10", help="Heun noise levels (NFE = 2N - 1)")
+    parser.add_argument("--cfg_scale", type=float, default=1.25,
+                        help="one more teacher row, Heun at the last --ode_steps with this classifier-free guidance")
     args = parser.parse_args()
     w = lambda name: os.path.join(args.workdir, name)
     cfg, cores = config_path(), os.cpu_count() or 1
@@ -70,8 +72,12 @@ def main() -> None:
     rows = []
     for N in map(int, args.ode_steps.split(",")):
         rows.append(("teacher", f"heun_nfe{2 * N - 1}", ["--solver=heun", f"--ode_steps={N}"]))
+    rows.append(("teacher", f"heun_nfe{2 * N - 1}_cfg{args.cfg_scale:g}",
+                 ["--solver=heun", f"--ode_steps={N}", f"--cfg_scale={args.cfg_scale}"]))
     for run in ("sct", "scd"):
-        rows += [(run, "1step", ["--steps=1"]), (run, "2step", ["--steps=2"])]
+        guided = student_guidance(run)  # a guided sCD student samples at the scale it was distilled with
+        rows += [(run, f"{k}step", [f"--steps={k}"] + ([f"--cfg_scale={guided}"] if guided else []))
+                 for k in (1, 2)]
     out = lambda run, method, ext: os.path.join(w(run), "samples", f"eval_{method}{ext}")
     real = real_digits(w("data"), args.num_samples)
     run_all([[command("evaluate", f"--samples={real}", "--metric=mnist", f"--out={real[:-4]}.metrics.json",
@@ -87,11 +93,20 @@ def main() -> None:
     for run, method, _ in rows:
         shutil.copy(out(run, method, ".png"), w(os.path.join("grids", f"{run}_{method}.png")))  # first 64 samples
         with open(out(run, method, ".json")) as fh, open(out(run, method, ".metrics.json")) as fr:
-            results.append({"run": run, "method": method, **json.load(fh), **json.load(fr)})  # record + metrics
+            results.append({**json.load(fh), **json.load(fr), "run": run, "method": method})  # record + metrics
     table = format_table(results)
     with open(os.path.join(args.workdir, "results.md"), "w") as fh:
         fh.write(table)
     print(table)
+
+
+def student_guidance(objective: str) -> float | None:
+    """The fixed CFG scale a student of configs/embedded.py was distilled with; None if unguided."""
+    from configs.embedded import get_config
+    scm = get_config(objective).scm
+    if objective == "scd" and scm.guidance_lo == scm.guidance_hi != 1:
+        return scm.guidance_hi
+    return None
 
 
 def real_digits(out_dir: str, num: int) -> str:
