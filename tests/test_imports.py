@@ -9,7 +9,7 @@ import scm_jax
 
 ROOT = pathlib.Path(scm_jax.__file__).parent
 LAYERS = (("formulations", "parallel", "models", "checkpoint"), ("data", "objectives", "samplers"), ("eval",),
-          ("train",), ("cli", "examples"))
+          ("train",), ("inference",), ("cli", "examples"))
 RANK = {package: i for i, layer in enumerate(LAYERS) for package in layer}
 
 

@@ -83,6 +83,7 @@ def main() -> None:
     run_all([[command("evaluate", f"--samples={real}", "--metric=mnist", f"--out={real[:-4]}.metrics.json",
                       devices=1)]]
             + [[command("sample", f"--workdir={w(run)}", f"--num={args.num_samples}",
+                        "--overwrite",  # a rerun resamples: the students may have trained on
                         f"--out={out(run, method, '.npz')}", *flags, devices=1),
                 command("evaluate", f"--samples={out(run, method, '.npz')}", "--metric=mnist",
                         f"--out={out(run, method, '.metrics.json')}", devices=1)] for run, method, flags in rows],

@@ -121,14 +121,15 @@ class Batches:
 
 def batch_sampler(make_apply: Callable[[Any], ApplyFn], method: Method, batches: Batches,
                   mesh: jax.sharding.Mesh) -> Callable:
-    """jitted sample(params, seed, i) -> (x0 [B, H, W, C] in [-1, 1], labels [B] or None), batch-sharded.
+    """jitted sample(params, seed, i, labels=None) -> (x0 [B, H, W, C] in [-1, 1], labels [B] or None),
+    batch-sharded; `labels` (int [B]) replaces the batches' own labels.
 
     The weights are an argument (not constants), so one compilation serves every checkpoint and EMA.
     """
     shape = (batches.size, *batches.image_shape)
 
-    def sample(params, seed, i):
-        labels = batches.labels(i)
+    def sample(params, seed, i, labels=None):
+        labels = batches.labels(i) if labels is None else labels
         guidance = None if batches.guidance is None else jnp.full((batches.size,), batches.guidance, jnp.float32)
         key = jax.random.fold_in(jax.random.key(seed), i)
         return sampler(make_apply(params), method, shape)(key, labels, guidance), labels
@@ -137,11 +138,19 @@ def batch_sampler(make_apply: Callable[[Any], ApplyFn], method: Method, batches:
     return jax.jit(sample, out_shardings=(out, jax.sharding.NamedSharding(mesh, batch_spec(1))))
 
 
-def sample_many(sample: Callable, params: Any, num: int, batch_size: int,
-                seed: int) -> tuple[np.ndarray, Optional[np.ndarray]]:
-    """`num` samples from `batch_sampler`'s `sample` on every process: (uint8 NHWC, int32 labels or None)."""
-    outputs = [sample(params, np.int32(seed), np.int32(i)) for i in range(-(-num // batch_size))]
+def sample_many(sample: Callable, params: Any, num: int, batch_size: int, seed: int,
+                labels: Optional[np.ndarray] = None,
+                decode: Callable[[np.ndarray], np.ndarray] = to_uint8) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """`num` samples from `batch_sampler`'s `sample` on every process: (decoded images, by default uint8 NHWC from
+    [-1, 1]; int32 labels or None). `labels` (int [num]) replaces the batches' own labels."""
+    def batch(i: int):
+        if labels is None:
+            return sample(params, np.int32(seed), np.int32(i))
+        chunk = np.asarray(labels[i * batch_size:(i + 1) * batch_size], np.int32)
+        return sample(params, np.int32(seed), np.int32(i), np.pad(chunk, (0, batch_size - len(chunk))))  # cut below
+
+    outputs = [batch(i) for i in range(-(-num // batch_size))]
     gathered = [multihost_utils.process_allgather(out, tiled=True) for out in outputs]
-    images = np.concatenate([to_uint8(x) for x, _ in gathered])[:num]
+    images = np.concatenate([decode(x) for x, _ in gathered])[:num]
     labels = None if gathered[0][1] is None else np.concatenate([y for _, y in gathered])[:num].astype(np.int32)
     return images, labels

@@ -50,6 +50,9 @@ def test_teacher_ode_and_explicit_times_from_a_step_folder(runs_dir, tmp_path):
     (["--weights=ema_9"], "choose one of"),
     (["--class_label=12"], "10 classes"),
     (["--batch=12"], "multiple of the 8 devices"),
+    (["--solver=heun"], "this sct run is a consistency model; sample it with steps=1|2 or times"),
+    (["--cfg_scale=2"], "this sct run has no guidance"),
+    (["--num=0"], "--num=0"),
 ])
 def test_bad_input_is_one_clear_error(runs_dir, args, message):
     assert_one_line_error(*sample(f"--workdir={runs_dir / 'sct'}", "--num=8", *args), message)
