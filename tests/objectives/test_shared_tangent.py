@@ -29,8 +29,10 @@ def loss_and_grad(objective: str, attention: str, tangent_attention: str):
         config.pcm.distill = True
     setup = make_setup(config, make_mesh(-1, 1, 1), make_optimizer(config.optim))
     params = perturbed(sharded_init(setup, jax.random.key(0))["params"])  # DiT's zero-init output: F = 0
-    teacher_params = sharded_init(setup, jax.random.key(1))["params"]
-    teacher = lambda x, t, labels=None: model_apply(setup.graphdef, teacher_params)(x, t, labels)[0]
+    # The teacher is a diffusion network (no guidance input, unlike the guided sCD student)
+    t_setup = make_setup(embedded.get_config("diffusion,smoke"), setup.mesh, make_optimizer(config.optim))
+    teacher_params = sharded_init(t_setup, jax.random.key(1))["params"]
+    teacher = lambda x, t, labels=None: model_apply(t_setup.graphdef, teacher_params)(x, t, labels)[0]
     loss = make_objective(step_options(config, setup.mesh), setup.graphdef, teacher)
     rng = np.random.default_rng(0)
     batch = {"x0": rng.uniform(-1, 1, (8, 32, 32, 1)).astype(np.float32),
