@@ -164,10 +164,11 @@ class Model:
         return given
 
     def _guidance(self, guidance: Optional[float]) -> Optional[float]:
-        """A guided sCD student always takes a scale (default 1.0); a conditional diffusion run trained with label
-        dropout takes a CFG scale (1.0 = none); other runs take none."""
+        """A guided sCD student always takes a scale (default: the one it was distilled with, when fixed, else 1.0);
+        a conditional diffusion run trained with label dropout takes a CFG scale (1.0 = none); others take none."""
         if self.setup.model_cfg.guidance_embed:
-            return 1.0 if guidance is None else float(guidance)
+            lo, hi = self.config.scm.guidance_lo, self.config.scm.guidance_hi
+            return (hi if lo == hi else 1.0) if guidance is None else float(guidance)
         if guidance is None or guidance == 1.0:
             return None
         c = self.config

@@ -28,10 +28,10 @@ STEP = 3
 HALF_LIVES = (0.02, 0.05)
 
 
-def make_run(workdir: str, **overrides) -> str:
-    """A smoke sCT workdir with a step-3 checkpoint: fresh weights, EMAs moved off the parameters, non-zero Adam
-    moments (no training needed to test loading and sampling)."""
-    config = fakes.smoke("sct", **{"train.ema_half_lives_mimg": HALF_LIVES, **overrides})
+def make_run(workdir: str, objective: str = "sct", **overrides) -> str:
+    """A smoke workdir (sCT unless told) with a step-3 checkpoint: fresh weights, EMAs moved off the parameters,
+    non-zero Adam moments (no training needed to test loading and sampling)."""
+    config = fakes.smoke(objective, **{"train.ema_half_lives_mimg": HALF_LIVES, **overrides})
     setup = make_setup(config, make_mesh(-1, 1, 1), make_optimizer(config.optim))
     state = sharded_init(setup, jax.random.key(0))
     state["ema"] = {name: jax.tree.map(lambda p, i=i: p * (1.0 - 0.1 * i), ema)
@@ -197,3 +197,11 @@ def test_weights_shard_on_the_given_mesh(run):
     leaves = jax.tree.leaves(model.params)
     assert model.setup.mesh.shape["fsdp"] == 4
     assert any(leaf.sharding.shard_shape(leaf.shape) != leaf.shape for leaf in leaves)
+
+
+def test_guided_student_samples_at_its_distillation_scale(tmp_path):
+    """The embedded sCD student is distilled at a fixed CFG scale (1.25); sampling it defaults to that scale, not
+    to an input it never saw in training."""
+    model = scm_jax.load(make_run(str(tmp_path), "scd", **{"scm.guidance_lo": 1.25, "scm.guidance_hi": 1.25}))
+    assert model.options(4).guidance == 1.25
+    assert model.options(4, guidance=1.0).guidance == 1.0

@@ -42,7 +42,8 @@ _BATCH = flags.DEFINE_integer("batch", None, "Global batch per sampling call (de
                               "the devices); the noise depends on it.")
 _SEED = flags.DEFINE_integer("seed", 0, "PRNG seed; the same seed gives the same samples.")
 _CLASS = flags.DEFINE_integer("class_label", -1, "Class of every sample; -1: classes in turn (0, 1, ...).")
-_CFG = flags.DEFINE_float("cfg_scale", None, "Guidance scale: student input (guided sCD, default 1) or teacher CFG.")
+_CFG = flags.DEFINE_float("cfg_scale", None, "Guidance scale: teacher CFG, or a guided sCD student's input "
+                          "(default: its distillation scale if fixed, else 1).")
 _OUT = flags.DEFINE_string("out", None, "Output .npz (default: <workdir>/samples/<method>_<num>_step<step>_<weights>_"
                            "seed<seed>[_class<c>][_cfg<s>].npz).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing output files instead of failing.")
