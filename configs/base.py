@@ -89,7 +89,9 @@ def get_base_config() -> ConfigDict:
     # jax.profiler trace of steps start_step + 1 .. start_step + num_steps into WORKDIR/profile, for TensorBoard's
     # profile plugin (tensorboard --logdir WORKDIR/profile); num_steps=0: off; start_step >= 1 leaves out compilation.
     c.profile = ConfigDict(dict(start_step=0, num_steps=0))
-    c.sample = ConfigDict(dict(every_steps=10_000, num=64))   # 1- and 2-step grids (Heun for diffusion)
+    # 1- and 2-step grids (Heun for diffusion); t_mid: the 2-step sampler's middle time everywhere (grids, eval,
+    # scm-sample --steps=2, scm_jax.load(...).sample(steps=2)); 1.1 is sCM's
+    c.sample = ConfigDict(dict(every_steps=10_000, num=64, t_mid=1.1))
     # Every `every_steps` (0 = off) and at the end: `num_samples` from the first EMA (1- and 2-step; diffusion: Heun
     # with `ode_steps` noise levels, NFE 2N - 1) scored by `metric`: "mnist" (embedded-set FD / accuracy) or
     # "inception" (FID against the `ref` statistics .npz, weights from the `inception_weights` .npz).

@@ -19,6 +19,7 @@ import jax
 import numpy as np
 from ml_collections import ConfigDict
 
+from scm_jax.eval import periodic
 from scm_jax.models.registry import model_apply
 from scm_jax.objectives import registry
 from scm_jax.parallel.batch import batch_devices
@@ -145,7 +146,8 @@ class Model:
         steps = 2 if steps is None else steps
         if steps not in (1, 2):
             raise ValueError(f"steps={steps}: use 1 or 2, or times=... for more steps.")
-        method = generate.Method(times=consistency.ONE_STEP if steps == 1 else consistency.TWO_STEP)
+        t_mid = periodic.t_mid(self.config)
+        method = generate.Method(times=consistency.ONE_STEP if steps == 1 else consistency.two_step(t_mid))
         return generate.with_form(method, spec.form)
 
     def _labels(self, num: int, labels) -> int | tuple[int, ...] | None:

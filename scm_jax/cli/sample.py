@@ -33,7 +33,8 @@ from scm_jax.train import runs
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A scm-train workdir, its checkpoints/<step> or an export.")
 _WEIGHTS = flags.DEFINE_string("weights", None, "'params', 'ema' (the first EMA, default) or an EMA name (ema_0.5).")
-_STEPS = flags.DEFINE_integer("steps", None, "Consistency sampling with 1 or 2 steps (t_mid = 1.1); default 2.")
+_STEPS = flags.DEFINE_integer("steps", None, "Consistency sampling with 1 or 2 steps (default 2; t_mid: the run's "
+                             "config.sample.t_mid).")
 _TIMES = flags.DEFINE_list("times", None, "Explicit decreasing sampling times, overriding --steps.")
 _SOLVER = flags.DEFINE_enum("solver", None, ["euler", "heun"], "Teacher ODE solver (diffusion runs).")
 _ODE_STEPS = flags.DEFINE_integer("ode_steps", 18, "Noise levels of the ODE solver (Heun NFE = 2N - 1).")

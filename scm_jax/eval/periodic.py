@@ -15,7 +15,7 @@ from scm_jax.eval import scores
 from scm_jax.formulations.guidance import ApplyFn
 from scm_jax.objectives import registry
 from scm_jax.parallel.batch import batch_devices
-from scm_jax.samplers import generate
+from scm_jax.samplers import consistency, generate
 
 PREFIX = "eval"
 
@@ -60,4 +60,9 @@ def make_sample_eval(config: ConfigDict, make_apply: Callable[[Any], ApplyFn], m
 def default_methods(config: ConfigDict, N: int = 18) -> list[generate.Method]:
     """The samplers a run is judged by, as its objective's spec names them (Heun with N noise levels: diffusion)."""
     spec = registry.spec(config)
-    return generate.methods_for(spec.sampler, N, registry.phase_edges(config), spec.form)
+    return generate.methods_for(spec.sampler, N, registry.phase_edges(config), spec.form, t_mid(config))
+
+
+def t_mid(config: ConfigDict) -> float:
+    """The 2-step sampler's middle time, config.sample.t_mid (runs saved before the key: sCM's 1.1)."""
+    return config.sample.get("t_mid", consistency.T_MID)

@@ -12,7 +12,14 @@ from scm_jax.formulations.guidance import ApplyFn
 
 T_MID = 1.1
 ONE_STEP = (trigflow.T_MAX,)
-TWO_STEP = (trigflow.T_MAX, T_MID)
+
+
+def two_step(t_mid: float = T_MID) -> tuple[float, float]:
+    """2-step sampling times (t_max, t_mid)."""
+    return (trigflow.T_MAX, t_mid)
+
+
+TWO_STEP = two_step()
 
 
 def check_times(times: Sequence[float]) -> tuple[float, ...]:

@@ -81,16 +81,17 @@ def sampler(apply_fn: ApplyFn, method: Method, shape: tuple[int, ...]) -> Callab
 
 
 def methods_for(kind: str, N: int = 18, edges: Optional[tuple[float, ...]] = None,
-                form: Optional[EDMConsistency] = None) -> list[Method]:
+                form: Optional[EDMConsistency] = None, t_mid: float = consistency.T_MID) -> list[Method]:
     """What a run is judged by (its objective's `sampler` kind, objectives.registry): "ode" Heun with N noise levels
-    (diffusion), "consistency" 1- and 2-step (in EDM `form` for cd/ct/ict/ect), "phased" edge to edge over `edges`."""
+    (diffusion), "consistency" 1- and 2-step at `t_mid` (in EDM `form` for cd/ct/ict/ect), "phased" edge to edge
+    over `edges`."""
     if kind not in KINDS:
         raise ValueError(f"sampler kind {kind!r} is unknown; use one of {KINDS}.")
     if kind == "phased":
         return [Method(edges=edges)]
     if kind == "ode":
         return [Method(solver="heun", N=N)]
-    return [with_form(Method(times=t), form) for t in (consistency.ONE_STEP, consistency.TWO_STEP)]
+    return [with_form(Method(times=t), form) for t in (consistency.ONE_STEP, consistency.two_step(t_mid))]
 
 
 def with_form(method: Method, form: Optional[EDMConsistency]) -> Method:
