@@ -24,8 +24,11 @@ def get_base_config() -> ConfigDict:
     c.seed = 0
     c.objective = "diffusion"  # "diffusion" | "sct" | "scd" | CM baselines "cd" | "ct" | "ict" | "ect" | "pcm" | "pscm"
 
+    # Latent sets (kind="latents"): vae is the SD-VAE .npz that decodes samples for grids, TensorBoard, evaluation
+    # and scm-sample ("" = the file the set was encoded with); scm-train records it and the set's latent_mean /
+    # latent_std (what the loader scales by) in config.json, so runs and exports decode (scm_jax/eval/decoding.py).
     c.data = ConfigDict(dict(name="embedded", data_dir="", split="train", kind="pixels",
-                             image_size=32, channels=1, num_classes=10))
+                             image_size=32, channels=1, num_classes=10, vae="", latent_mean=(), latent_std=()))
     # The network (scm_jax.models.registry): name "dit" (scm_jax.models.dit.DiTConfig: patch_size, hidden_size, depth,
     # num_heads, mlp_ratio) or "unet" (EDM2 U-Net, scm_jax.models.unet.UNetConfig: channels, channel_mult,
     # num_blocks, attn_resolutions, channels_per_head, modulation); each family reads its own fields and the shared

@@ -3,13 +3,15 @@
     import scm_jax
     model = scm_jax.load("runs/scd")                      # or an export (scm-export); default: the run's first EMA
     images = model.sample(16, steps=2, labels=7, seed=0)  # uint8 NHWC numpy
+    model = scm_jax.load("runs/in512_scd", vae="sd_vae.npz")  # a latent run: decoded to uint8 RGB (N, 512, 512, 3)
 
 `load` reads only the chosen weight set and writes nothing in the source directory (train.runs.load_weights).
 `sample` takes `steps` (1 or 2) or `times` for consistency models, `solver` / `nfe` for diffusion runs (default
 Heun, NFE 35), `labels` (None: classes in turn; an int: all that class; a sequence: one per sample), `guidance` (a
 guided sCD student's input or a diffusion teacher's CFG scale), `seed` and `batch`. The same options give the same
 bytes (scm-sample is a CLI over `Model.options` and `Model.run`); the noise depends on the batch size, not on the
-device count.
+device count. Outputs become images in `eval.decoding`: a latent run decodes with the SD-VAE weights `vae` or the
+one its config records, and is refused (one ValueError naming --vae) without either.
 """
 import dataclasses
 import time
@@ -19,13 +21,12 @@ import jax
 import numpy as np
 from ml_collections import ConfigDict
 
-from scm_jax.eval import periodic
+from scm_jax.eval import decoding, periodic
 from scm_jax.models.registry import model_apply
 from scm_jax.objectives import registry
 from scm_jax.parallel.batch import batch_devices
 from scm_jax.parallel.mesh import make_mesh
 from scm_jax.samplers import consistency, generate, ode
-from scm_jax.samplers.images import to_uint8
 from scm_jax.train import runs
 from scm_jax.train.state import Setup
 
@@ -34,15 +35,17 @@ ODE_NFE = 35  # Heun with 18 noise levels, EDM's default
 
 
 def load(path: str, weights: str | float | None = None, *, step: Optional[int] = None,
-         mesh: Optional[jax.sharding.Mesh] = None) -> "Model":
+         mesh: Optional[jax.sharding.Mesh] = None, vae: Optional[str] = None) -> "Model":
     """A trained run's workdir or an export -> Model. `weights`: "params", an EMA name ("ema_0.5") or half-life in
     Mimg, or None / "ema" for the run's first EMA; `step`: a checkpoint step (default: the latest); `mesh`: where the
-    weights live, sharded by the run's config.mesh.rules (default: replicated over all devices, batch-parallel)."""
+    weights live, sharded by the run's config.mesh.rules (default: replicated over all devices, batch-parallel);
+    `vae`: SD-VAE weights (.npz) decoding a latent run's samples (default: the file its config records)."""
+    decode = decoding.decoder(runs.read_config(path), vae)  # a latent run without a VAE fails before any weights
     mesh = make_mesh(-1, 1, 1) if mesh is None else mesh
     config, setup, params, ckpt_step = runs.load_weights(path, weights, mesh, step)
     exported = runs.read_export(path)
     name = exported["weights"] if exported else runs.weights_name(config, weights)
-    return Model(config, setup, params, ckpt_step, name, path)
+    return Model(config, setup, params, ckpt_step, name, path, decode)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +71,17 @@ class Options:
 
 
 @dataclasses.dataclass(frozen=True)
+class Samples:
+    """What `Model.run` returns: uint8 NHWC images, labels (None: unconditional), seconds spent sampling after
+    compilation and, when asked for, the network's float outputs before decoding (a latent run's latents in the
+    model's scale: mean 0, std sigma_d per channel)."""
+    images: np.ndarray
+    labels: Optional[np.ndarray]
+    seconds: float
+    outputs: Optional[np.ndarray] = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Model:
     """A network's weights with the config it was trained with; `sample` draws images from it."""
     config: ConfigDict
@@ -76,11 +90,12 @@ class Model:
     step: int
     weights: str   # the weight set's name in its run ("params", "ema_0.5")
     source: str    # the workdir or export it was loaded from
+    decode: decoding.Decoder  # outputs -> uint8 images
     _samplers: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     def sample(self, num: int, **options) -> np.ndarray:
         """`num` images, uint8 NHWC; options as `options`."""
-        return self.run(self.options(num, **options))[0]
+        return self.run(self.options(num, **options)).images
 
     def options(self, num: int, *, steps: Optional[int] = None, times: Optional[Sequence[float]] = None,
                 solver: Optional[str] = None, nfe: Optional[int] = None,
@@ -96,15 +111,15 @@ class Model:
         return Options(num, self._method(steps, times, solver, nfe), self._labels(num, labels),
                        self._guidance(guidance), seed, batch)
 
-    def run(self, options: Options) -> tuple[np.ndarray, Optional[np.ndarray], float]:
-        """(images uint8 NHWC, labels or None, seconds spent sampling after compilation)."""
-        decode = decoder(self.config)
+    def run(self, options: Options, outputs: bool = False) -> Samples:
+        """The samples of `options`, with the float outputs too when `outputs` (a latent run's latents)."""
         sample = self._sampler(options)
         explicit = None if options.labels is None or isinstance(options.labels, int) else np.array(options.labels)
         start = time.time()
-        images, labels = generate.sample_many(sample, self.params, options.num, options.batch, options.seed,
-                                              explicit, decode)
-        return images, labels, time.time() - start
+        drawn, labels = generate.sample_many(sample, self.params, options.num, options.batch, options.seed,
+                                             explicit, np.asarray if outputs else self.decode)
+        images = self.decode(drawn) if outputs else drawn
+        return Samples(images, labels, time.time() - start, drawn if outputs else None)
 
     def _sampler(self, options: Options) -> Callable:
         """The compiled sampler of these options (compiled once per method, batch, labels kind and guidance)."""
@@ -187,11 +202,3 @@ def ode_steps(solver: str, nfe: int) -> int:
         raise ValueError(f"solver={solver!r}, nfe={nfe}: use heun with an odd nfe >= 3 or euler with nfe >= 2.")
     return N
 
-
-def decoder(config: ConfigDict) -> Callable[[np.ndarray], np.ndarray]:
-    """The network's outputs (a gathered batch, NHWC floats) -> uint8 NHWC images: pixels in [-1, 1] are
-    quantised. Latent runs will decode here with the SD-VAE (models/vae.py); until then they are refused."""
-    if config.data.kind == "latents":
-        raise ValueError("this run samples latents (data.kind=latents) and decoding them with the SD-VAE is not "
-                         "wired into sampling yet; sample a pixel-space run.")
-    return to_uint8

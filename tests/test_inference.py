@@ -18,11 +18,13 @@ from etils import epath
 
 import scm_jax
 from scm_jax import checkpoint, inference
+from scm_jax.eval import decoding
 from scm_jax.parallel.mesh import make_mesh
 from scm_jax.train import runs
 from scm_jax.train.optim import make_optimizer
 from scm_jax.train.state import make_setup, sharded_init
 from tests import fakes
+from tests.cli.helpers import assert_one_line_error
 
 STEP = 3
 HALF_LIVES = (0.02, 0.05)
@@ -184,12 +186,20 @@ def test_bad_options_are_one_clear_error(run, options, message):
         model.options(**{"num": 4, **options})
 
 
-def test_a_latent_run_is_refused_until_a_vae_decodes_it(run):
-    config = runs.read_config(run)
-    with config.unlocked():
-        config.data.kind = "latents"
-    with pytest.raises(ValueError, match="decoding them with the SD-VAE is not wired"):
-        inference.decoder(config)
+def test_a_latent_run_without_a_vae_is_refused_in_one_line(tmp_path):
+    """Neither --vae nor a VAE in the run's config: one line naming --vae, before any weights are read (this run has
+    none) and without writing a file. Decoding with a VAE: tests/cli/test_latent_loop.py."""
+    runs.write_config(fakes.smoke("sct", **{"data.kind": "latents"}), str(tmp_path))
+    with pytest.raises(decoding.MissingVAE, match="names no VAE to decode them; pass --vae=WEIGHTS"):
+        scm_jax.load(str(tmp_path))
+    done = scm_sample(f"--workdir={tmp_path}", "--num=4")
+    assert_one_line_error(done.returncode, done.stderr, "names no VAE to decode them; pass --vae=WEIGHTS")
+    assert os.listdir(tmp_path) == [runs.CONFIG_FILE]
+
+
+def test_a_vae_for_a_pixel_run_is_refused(run):
+    with pytest.raises(ValueError, match="this run samples pixels .*nothing to decode; drop it"):
+        scm_jax.load(run, vae="sd_vae.npz")
 
 
 def test_weights_shard_on_the_given_mesh(run):

@@ -46,7 +46,7 @@ def encode_folder(
 
     def metadata() -> dict:
         scale = latents.LatentScale.from_moments(moments)
-        return {**scale.metadata(), "vae": os.path.abspath(vae_path), "resolution": resolution}
+        return {**scale.metadata(), latents.VAE_KEY: os.path.abspath(vae_path), "resolution": resolution}
 
     tfds.disable_progress_bar()  # ours counts images; tfds's would count records once more
     return storage.write_tfds(data_dir, name, features.tfds_features(), {split: examples()}, metadata=metadata)

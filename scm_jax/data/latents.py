@@ -12,7 +12,8 @@ EDM2's scaling (`StabilityVAEEncoder`: scale = final_std / raw_std, bias = final
 final_mean 0, final_std 0.5): every channel has mean 0 and std sigma_d, like [-1, 1] pixels, so x / sigma_d is
 unit-std. EDM2's fixed constants for ImageNet-512 are raw_mean (5.81, 3.25, 0.12, -2.15), raw_std (4.17, 4.62,
 3.71, 3.28); here they are measured on the set itself. Samples go back with raw = x / sigma_d * s + m and the
-VAE's decoder (`decoder`); `scm_jax.data.sources.latent_scale` reads the scale of a run's data set.
+VAE's decoder (`decoder`); `scm_jax.data.sources.latent_scale` reads the scale of a run's data set, and scm-train
+records it with the VAE file in the run's config, where sampling finds it (`scm_jax.eval.decoding`).
 """
 import dataclasses
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from scm_jax.formulations.trigflow import SIGMA_D
 from scm_jax.models import vae as vae_lib
 from scm_jax.parallel.batched import map_batches, over_local_devices
 
-MEAN_KEY, STD_KEY = "latent_mean", "latent_std"
+MEAN_KEY, STD_KEY, VAE_KEY = "latent_mean", "latent_std", "vae"
 REBUILD = ("rebuild it with python -m scm_jax.data.build (--vae=WEIGHTS for an image folder, --kind=latents for "
            ".npz latents), which records the latents' per-channel mean and std")
 
@@ -42,6 +43,11 @@ class LatentScale:
     def __post_init__(self):
         if len(self.mean) != len(self.std) or not all(s > 0 for s in self.std):
             raise ValueError(f"latent scale needs one mean and one positive std per channel, got {self}")
+
+    @classmethod
+    def from_record(cls, record) -> "LatentScale | None":
+        """The scale under MEAN_KEY / STD_KEY of a mapping (a set's metadata, a run's config.data); None: none."""
+        return cls(tuple(record[MEAN_KEY]), tuple(record[STD_KEY])) if record.get(MEAN_KEY) else None
 
     @classmethod
     def from_moments(cls, moments: Moments) -> "LatentScale":
@@ -62,11 +68,17 @@ class LatentScale:
 
 def recorded_scale(source) -> LatentScale | None:
     """The scale a tfds source records in its metadata (None: a source that records none)."""
+    return LatentScale.from_record(_metadata(source))
+
+
+def recorded_vae(source) -> str | None:
+    """The VAE weights file a tfds source was encoded with (None: a source that records none)."""
+    return _metadata(source).get(VAE_KEY)
+
+
+def _metadata(source):
     info = getattr(source, "dataset_info", None)
-    metadata = None if info is None else info.metadata
-    if metadata is None or MEAN_KEY not in metadata:
-        return None
-    return LatentScale(tuple(metadata[MEAN_KEY]), tuple(metadata[STD_KEY]))
+    return (None if info is None else info.metadata) or {}
 
 
 def _jitted(vae: vae_lib.AutoencoderKL, fn: Callable) -> Callable[[jax.Array], jax.Array]:

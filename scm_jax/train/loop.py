@@ -2,6 +2,8 @@
 
 data -> sharded state (restored if the workdir has a checkpoint) -> jitted steps -> logs, sample grids,
 checkpoints. SIGTERM / SIGINT save the current step and return; non-finite updates are skipped and counted.
+Grids, TensorBoard images and evaluation see decoded images (scm_jax.eval.decoding): a latent run without a VAE
+skips them with one warning. A latent run's config.json records the set's latent scale and VAE (with_latent_record).
 The workdir is a local directory or any etils.epath URL (gs://bucket/run). At start-up the run reports its
 platform, mesh, batch split and XLA's FLOPs per step (scm_jax.train.report); every `train.log_every` steps it logs
 the window's metrics with img/s, step time and MFU of the train steps alone (scm_jax.train.progress).
@@ -20,8 +22,10 @@ from absl import logging
 from etils import epath
 from ml_collections import ConfigDict
 
+from scm_jax.data import latents
 from scm_jax.data.pipeline import make_loader
 from scm_jax.data.sources import DataOptions, open_source
+from scm_jax.eval import decoding
 from scm_jax.eval.periodic import default_methods, make_sample_eval
 from scm_jax.models.registry import model_apply
 from scm_jax.objectives import registry
@@ -56,6 +60,7 @@ class Session:
     profiler: Profiler
     evaluate: Optional[Callable]
     grids: dict
+    decode: Optional[decoding.Decoder]
     cache_dir: Optional[str]
 
 
@@ -73,11 +78,13 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict:
     setup = make_setup(config, mesh, make_optimizer(config.optim))
     if local:
         validate_free_space(workdir, setup.abstract)
-    evaluate = make_sample_eval(config, functools.partial(model_apply, setup.graphdef), mesh,
-                                setup.model_cfg.guidance_embed)  # checks its files before any training
-    grids = make_grid_samplers(config, setup)
-    teacher_fn, teacher_params = load_teacher(config, mesh)
     loader = data_loader(config)
+    config = with_latent_record(config)
+    decode, make_apply = sample_decoder(config), functools.partial(model_apply, setup.graphdef)
+    evaluate = None if decode is None else make_sample_eval(  # checks its files before any training
+        config, make_apply, mesh, setup.model_cfg.guidance_embed, decode)
+    grids = {} if decode is None else make_grid_samplers(config, setup)
+    teacher_fn, teacher_params = load_teacher(config, mesh)
     ckpt = runs.checkpointer(config, workdir)
     restored = ckpt.restore(setup.abstract)
     if restored is None:
@@ -93,7 +100,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict:
     train_step = make_train_step(setup, with_accumulation(config, split), teacher_fn)
     with Writer(workdir) as writer, Preemption() as preempted, Profiler(config.profile, workdir) as profiler:
         state = run_steps(Session(config, setup, split, train_step, loader, ckpt, writer, workdir, preempted,
-                                  profiler, evaluate, grids, cache_dir), state)
+                                  profiler, evaluate, grids, decode, cache_dir), state)
     ckpt.wait()
     ckpt.close()
     return state
@@ -186,7 +193,7 @@ def after_step(s: Session, state: dict, step: int, timer: progress.StepTimer) ->
     busy = sample or evaluate or force or step % config.checkpoint.every_steps == 0
     with timer.exclude(state["step"]) if busy else contextlib.nullcontext():
         if sample:
-            write_samples(s.grids, config, state, s.writer, s.workdir, step)
+            write_samples(s.grids, s.decode, config, state, s.writer, s.workdir, step)
         if evaluate:
             scores = s.evaluate(next(iter(state["ema"].values())))
             s.writer.scalars(step, scores)
@@ -195,13 +202,43 @@ def after_step(s: Session, state: dict, step: int, timer: progress.StepTimer) ->
     return stop
 
 
+def data_options(config: ConfigDict) -> DataOptions:
+    d = config.data
+    return DataOptions(name=d.name, data_dir=d.data_dir or None, split=d.split, kind=d.kind)
+
+
 def data_loader(config: ConfigDict):
     d = config.data
-    source = open_source(DataOptions(name=d.name, data_dir=d.data_dir or None, split=d.split, kind=d.kind))
+    source = open_source(data_options(config))
     validate_data(source, config)
     return make_loader(source, global_batch_size=config.train.batch_size, process_index=jax.process_index(),
                        process_count=jax.process_count(), seed=config.seed, kind=d.kind,
                        image_shape=(d.image_size, d.image_size, d.channels))
+
+
+def with_latent_record(config: ConfigDict) -> ConfigDict:
+    """A latent run's config with what decoding its samples needs, from its data set's metadata: the scale the
+    loader applies (data.latent_mean / latent_std) and, unless set, the VAE the set was encoded with (data.vae).
+    config.json, checkpoints and exports carry them."""
+    if config.data.kind != "latents":
+        return config
+    source = open_source(data_options(config))
+    config = config.copy_and_resolve_references()
+    config.data.update(latents.recorded_scale(source).metadata())
+    config.data.vae = config.data.vae or latents.recorded_vae(source) or ""
+    return config
+
+
+def sample_decoder(config: ConfigDict) -> Optional[decoding.Decoder]:
+    """The decoder of the run's grids and evaluation; None when both are off or, with one warning, for a latent run
+    without a VAE."""
+    if not (config.sample.every_steps or config.eval.every_steps > 0):
+        return None
+    try:
+        return decoding.decoder(config)
+    except decoding.MissingVAE as e:
+        logging.warning("%s Sample grids, TensorBoard images and periodic evaluation are skipped.", e)
+        return None
 
 
 def load_teacher(config: ConfigDict, mesh):
@@ -256,11 +293,12 @@ def make_grid_samplers(config: ConfigDict, setup: Setup) -> dict:
             for m in default_methods(config)}
 
 
-def write_samples(grids: dict, config: ConfigDict, state: dict, writer, workdir: str, step: int) -> None:
-    """Grids from the first EMA: 1- and 2-step for consistency models, Heun (NFE 35) for diffusion."""
+def write_samples(grids: dict, decode: decoding.Decoder, config: ConfigDict, state: dict, writer, workdir: str,
+                  step: int) -> None:
+    """Grids from the first EMA, decoded: 1- and 2-step for consistency models, Heun (NFE 35) for diffusion."""
     params, n = next(iter(state["ema"].values())), config.sample.num
     for name, sample in grids.items():
-        images, _ = generate.sample_many(sample, params, n, n, config.seed + 1)
+        images, _ = generate.sample_many(sample, params, n, n, config.seed + 1, decode=decode)
         writer.images(step, f"samples/{name}", images)
         if jax.process_index() == 0:
             save_png(epath.Path(workdir) / "samples" / f"{name}_{step:07d}.png", images)

@@ -53,6 +53,7 @@ def test_teacher_ode_and_explicit_times_from_a_step_folder(runs_dir, tmp_path):
     (["--solver=heun"], "this sct run is a consistency model; sample it with steps=1|2 or times"),
     (["--cfg_scale=2"], "this sct run has no guidance"),
     (["--num=0"], "--num=0"),
+    (["--latents"], "--latents: this run samples pixels, not latents"),
 ])
 def test_bad_input_is_one_clear_error(runs_dir, args, message):
     assert_one_line_error(*sample(f"--workdir={runs_dir / 'sct'}", "--num=8", *args), message)
