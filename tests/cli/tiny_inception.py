@@ -4,8 +4,11 @@
 
 The real network (24M parameters at 299 px) takes minutes on a shared 2-core CPU; its port is checked against
 pytorch_fid in tests/eval/test_inception_port.py. The stand-in (a strided conv, global mean, a linear layer) has
-`FEATURE_DIM` features and `NUM_CLASSES` logits and loads from a weights file like the real one (`write`).
+`FEATURE_DIM` features and `NUM_CLASSES` logits and loads from a weights file like the real one (`write`);
+`patch` swaps it in for the real one in this process (the trainer's periodic evaluation).
 """
+import builtins
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -34,8 +37,14 @@ def _load(path: str) -> TinyInception:
     return weights.load_module(path, lambda: TinyInception(rngs=nnx.Rngs(0)), missing_hint="tests.cli.tiny_inception")
 
 
+def patch(setattr=builtins.setattr) -> None:
+    """Swaps the FID Inception-v3 for the stand-in (`setattr`: a pytest MonkeyPatch's undoes it after the test)."""
+    for name, value in (("FEATURE_DIM", FEATURE_DIM), ("NUM_CLASSES", NUM_CLASSES), ("load_inception", _load)):
+        setattr(inception, name, value)
+
+
 if __name__ == "__main__":
-    inception.FEATURE_DIM, inception.NUM_CLASSES, inception.load_inception = FEATURE_DIM, NUM_CLASSES, _load
+    patch()
     from scm_jax.cli import evaluate
 
     evaluate.run()
