@@ -1,13 +1,14 @@
-"""sCM against its lineage on the embedded data: equal image budget, same DiT, same sampler / evaluator binaries.
+"""sCM against its lineage on the embedded data: equal image budget, same network, same sampler / evaluator binaries.
 
     python bench/baselines.py --teacher=runs/main/teacher --workdir=runs/baselines [--steps=400]
 
-Every student trains `--steps` x batch 64 images of configs/embedded.py (the DiT of the main job) with
+Every student trains `--steps` x batch 64 images of configs/embedded.py (the main job's U-Net and defaults) with
 scm.teacher_workdir=--teacher: cd, ect, pcm, pscm and scd distil or start from it, and sct starts from it (as in
-the main job); ct and ict train from scratch. Each run is sampled at 1, 2 and 4 steps (phased runs: their M phases)
-by scm-sample and scored by scm-evaluate --metric=mnist; the table adds the median train-step time from the
-run's metrics.jsonl. The "diffusion" rows are the teacher itself (not retrained) solving the probability-flow ODE
-with Euler at NFE 1, 2 and 4. Results: <workdir>/results.md and bench/results/baselines.md.
+the main job); ct and ict train from scratch. Each run is sampled at 1, 2 and 4 steps (phased runs: their M
+phases) by scm-sample and scored by scm-evaluate --metric=mnist; the table adds the median train-step time from
+the run's metrics.jsonl. Runs go side by side, one CPU device each, as many at a time as there are cores. The
+"diffusion" rows are the teacher itself (not retrained) solving the probability-flow ODE with Euler at NFE 1, 2
+and 4. Results: <workdir>/results.md and bench/results/baselines.md.
 """
 import argparse
 import json
@@ -16,7 +17,7 @@ import platform
 
 import numpy as np
 
-from scm_jax.examples.embedded_job import binary, config_path, evaluate_real_digits
+from scm_jax.examples.embedded_job import command, config_path, real_digits, run_all
 from scm_jax.formulations.trigflow import T_MAX
 from scm_jax.samplers.consistency import T_MID
 
@@ -26,10 +27,11 @@ SAMPLERS = {1: ["--steps=1"], 2: ["--steps=2"], 4: [f"--times={T_MAX},{T_MID},0.
 ODE_SAMPLERS = {n: ["--solver=euler", f"--ode_steps={n}"] for n in (1, 2, 4)}  # the teacher: Euler NFE n
 
 
-def train(objective: str, workdir: str, args) -> None:
-    binary("train", f"--config={config_path()}:{objective}", f"--workdir={workdir}",
-           f"--config.train.steps={args.steps}", f"--config.scm.teacher_workdir={args.teacher}",
-           f"--config.scm.warmup_steps={args.steps // 4}", f"--config.checkpoint.every_steps={args.steps}")
+def train(objective: str, workdir: str, args) -> list:
+    return [command("train", f"--config={config_path()}:{objective}", f"--workdir={workdir}",
+                    f"--config.train.steps={args.steps}", f"--config.scm.teacher_workdir={args.teacher}",
+                    f"--config.scm.warmup_steps={args.steps // 4}", f"--config.checkpoint.every_steps={args.steps}",
+                    devices=1)]
 
 
 def teacher_images(workdir: str) -> str:
@@ -44,13 +46,16 @@ def median_step_time(workdir: str) -> float:
     return float(np.median(times[1:] or times))  # the first window holds the compilation
 
 
-def score(objective: str, checkpoint: str, workdir: str, nfe: int, flags: list[str], num: int) -> dict:
-    npz = os.path.join(workdir, "samples", f"bench_{nfe}.npz")
-    binary("sample", f"--workdir={checkpoint}", f"--num={num}", f"--out={npz}", *flags)
-    report = npz[:-4] + ".metrics.json"
-    binary("evaluate", f"--samples={npz}", "--metric=mnist", f"--out={report}")
-    with open(npz[:-4] + ".json") as fh, open(report) as fr:
-        return {"run": objective, **json.load(fh), **json.load(fr)}
+def score(checkpoint: str, npz: str, flags: list[str], num: int) -> list:
+    """scm-sample `num` samples of `checkpoint` to `npz`, then scm-evaluate them (<npz stem>.metrics.json)."""
+    return [command("sample", f"--workdir={checkpoint}", f"--num={num}", f"--out={npz}", "--overwrite", *flags,
+                    devices=1),
+            command("evaluate", f"--samples={npz}", "--metric=mnist", f"--out={npz[:-4]}.metrics.json", devices=1)]
+
+
+def read_json(path: str) -> dict:
+    with open(path) as fh:
+        return json.load(fh)
 
 
 def main() -> None:
@@ -61,18 +66,26 @@ def main() -> None:
     parser.add_argument("--num_samples", type=int, default=1000)
     parser.add_argument("--objectives", default=",".join(OBJECTIVES))
     args = parser.parse_args()
-    rows = [evaluate_real_digits(os.path.join(args.workdir, "data"), args.num_samples)]
+    real = real_digits(os.path.join(args.workdir, "data"), args.num_samples)
+    jobs, plan = [[command("evaluate", f"--samples={real}", "--metric=mnist", f"--out={real[:-4]}.metrics.json",
+                           devices=1)]], []
     for objective in args.objectives.split(","):
         workdir = checkpoint = os.path.join(args.workdir, objective)
+        job = []
         if objective == "diffusion":
             checkpoint, samplers = args.teacher, ODE_SAMPLERS
         else:
-            train(objective, workdir, args)
+            job += train(objective, workdir, args)
             samplers = {0: []} if objective in PHASED else SAMPLERS  # phased runs sample edge to edge
-        step_time = median_step_time(checkpoint)
         for nfe, flags in samplers.items():
-            rows.append({**score(objective, checkpoint, workdir, nfe, flags, args.num_samples),
-                         "step_time_s": step_time})
+            npz = os.path.join(workdir, "samples", f"bench_{nfe}.npz")
+            job += score(checkpoint, npz, flags, args.num_samples)
+            plan.append((objective, checkpoint, npz))
+        jobs.append(job)
+    run_all(jobs, os.cpu_count() or 1)
+    rows = [{"run": "data", "nfe": 0, **read_json(real[:-4] + ".metrics.json")}]
+    rows += [{"run": objective, **read_json(npz[:-4] + ".json"), **read_json(npz[:-4] + ".metrics.json"),
+              "step_time_s": median_step_time(checkpoint)} for objective, checkpoint, npz in plan]
     table = format_table(rows, args)
     for path in (os.path.join(args.workdir, "results.md"), os.path.join(os.path.dirname(__file__), "results",
                                                                        "baselines.md")):

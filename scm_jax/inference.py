@@ -198,7 +198,7 @@ class Model:
 def ode_steps(solver: str, nfe: int) -> int:
     """The noise levels N of `solver` at `nfe` network evaluations (Heun: NFE = 2N - 1, Euler: NFE = N)."""
     N = (nfe + 1) // 2 if solver == "heun" else nfe
-    if solver not in ode.SOLVERS or N < 2 or ode.nfe(solver, N) != nfe:
-        raise ValueError(f"solver={solver!r}, nfe={nfe}: use heun with an odd nfe >= 3 or euler with nfe >= 2.")
+    if solver not in ode.SOLVERS or N < (2 if solver == "heun" else 1) or ode.nfe(solver, N) != nfe:
+        raise ValueError(f"solver={solver!r}, nfe={nfe}: use heun with an odd nfe >= 3 or euler with nfe >= 1.")
     return N
 

@@ -215,3 +215,15 @@ def test_guided_student_samples_at_its_distillation_scale(tmp_path):
     model = scm_jax.load(make_run(str(tmp_path), "scd", **{"scm.guidance_lo": 1.25, "scm.guidance_hi": 1.25}))
     assert model.options(4).guidance == 1.25
     assert model.options(4, guidance=1.0).guidance == 1.0
+
+
+@pytest.mark.parametrize("solver, nfe, N", [("euler", 1, 1), ("euler", 4, 4), ("heun", 3, 2), ("heun", 35, 18)])
+def test_ode_steps_of_each_solver(solver, nfe, N):
+    """Euler at NFE 1 is one step from t_max to 0 (the baselines bench's 1-step teacher row); Heun needs N >= 2."""
+    assert inference.ode_steps(solver, nfe) == N
+
+
+@pytest.mark.parametrize("solver, nfe", [("euler", 0), ("heun", 1), ("heun", 4), ("rk4", 3)])
+def test_ode_steps_refuse_what_no_solver_runs(solver, nfe):
+    with pytest.raises(ValueError, match="use heun with an odd nfe >= 3 or euler with nfe >= 1"):
+        inference.ode_steps(solver, nfe)
