@@ -1,6 +1,6 @@
 """The README's main job: teacher -> sCT + sCD on the embedded MNIST-5k, then sample and evaluate, on CPU.
 
-    python -m scm_jax.examples.embedded_job --workdir=runs/main [--teacher_steps=3000 --student_steps=1000]
+    python -m scm_jax.examples.embedded_job --workdir=runs/main [--teacher_steps=3000]
 
 Runs the real binaries (scm-train x3, scm-sample, scm-evaluate) and prints a table of the offline metric (Fréchet
 distance in the shipped MNIST classifier's feature space, class accuracy) and img/s for the teacher's Heun ODE at
@@ -55,7 +55,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default="runs/main")
     parser.add_argument("--teacher_steps", type=int, default=1200)
-    parser.add_argument("--student_steps", type=int, default=400)
+    parser.add_argument("--student_steps", type=int, default=400,
+                        help="the students' lr 1e-3 holds for 400 steps; longer runs need a lower --config.optim.lr")
     parser.add_argument("--num_samples", type=int, default=1000)
     parser.add_argument("--ode_steps", default="5,10", help="Heun noise levels (NFE = 2N - 1)")
     parser.add_argument("--cfg_scale", type=float, default=1.25,
