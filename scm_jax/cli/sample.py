@@ -43,7 +43,8 @@ _STEPS = flags.DEFINE_integer("steps", None, "Consistency sampling with 1 or 2 s
                              "config.sample.t_mid).")
 _TIMES = flags.DEFINE_list("times", None, "Explicit decreasing sampling times, overriding --steps.")
 _SOLVER = flags.DEFINE_enum("solver", None, ["euler", "heun"], "Teacher ODE solver (diffusion runs).")
-_ODE_STEPS = flags.DEFINE_integer("ode_steps", 18, "Noise levels of the ODE solver (Heun NFE = 2N - 1).")
+_ODE_STEPS = flags.DEFINE_integer("ode_steps", None, "Noise levels N of the ODE solver (Heun NFE = 2N - 1; "
+                                  "default 18: NFE 35); alone it means --solver=heun.")
 _NUM = flags.DEFINE_integer("num", 64, "Number of samples.", lower_bound=1)
 _BATCH = flags.DEFINE_integer("batch", None, "Global batch per sampling call (default: --num up to 256, rounded up to "
                               "the devices); the noise depends on it.")
@@ -79,9 +80,10 @@ def main(argv) -> None:
     model = inference.load(workdir, _WEIGHTS.value, step=step, vae=_VAE.value)
     if _LATENTS.value and model.config.data.kind != "latents":
         raise ValueError("--latents: this run samples pixels, not latents; drop the flag.")
-    solver = _SOLVER.value
+    N = _ODE_STEPS.value
+    solver = _SOLVER.value or ("heun" if N is not None else None)  # never ignore --ode_steps given alone
     options = model.options(_NUM.value, steps=_STEPS.value, times=_TIMES.value, solver=solver,
-                            nfe=ode.nfe(solver, _ODE_STEPS.value) if solver else None,
+                            nfe=None if N is None else ode.nfe(solver, N),
                             labels=None if _CLASS.value < 0 else _CLASS.value, guidance=_CFG.value, seed=_SEED.value,
                             batch=_BATCH.value)
     out = _OUT.value or os.path.join(workdir, "samples", default_name(model, options))

@@ -37,7 +37,7 @@ def test_two_step_npz_is_adm_format_and_deterministic_on_any_device_count(runs_d
 
 
 def test_teacher_ode_and_explicit_times_from_a_step_folder(runs_dir, tmp_path):
-    rc, err = sample(f"--checkpoint={runs_dir / 'teacher' / 'checkpoints' / '6'}", "--solver=heun",
+    rc, err = sample(f"--checkpoint={runs_dir / 'teacher' / 'checkpoints' / '6'}",  # --ode_steps alone: Heun
                      "--ode_steps=4", "--num=8", "--batch=8", f"--out={tmp_path / 'ode.npz'}")
     assert rc == 0 and "heun_nfe7 NFE 7" in err, err
     rc, err = sample(f"--workdir={runs_dir / 'sct'}", "--times=1.5,1.0,0.5", "--num=8", "--batch=8",
@@ -51,6 +51,7 @@ def test_teacher_ode_and_explicit_times_from_a_step_folder(runs_dir, tmp_path):
     (["--class_label=12"], "10 classes"),
     (["--batch=12"], "multiple of the 8 devices"),
     (["--solver=heun"], "this sct run is a consistency model; sample it with steps=1|2 or times"),
+    (["--ode_steps=4"], "this sct run is a consistency model; sample it with steps=1|2 or times"),
     (["--cfg_scale=2"], "this sct run has no guidance"),
     (["--num=0"], "--num=0"),
     (["--latents"], "--latents: this run samples pixels, not latents"),
