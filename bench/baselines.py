@@ -17,7 +17,7 @@ import platform
 
 import numpy as np
 
-from scm_jax.examples.embedded_job import command, config_path, real_digits, run_all
+from scm_jax.examples.embedded_job import command, config_path, real_digits, run_all, sample_and_score, score
 from scm_jax.formulations.trigflow import T_MAX
 from scm_jax.samplers.consistency import T_MID
 
@@ -46,13 +46,6 @@ def median_step_time(workdir: str) -> float:
     return float(np.median(times[1:] or times))  # the first window holds the compilation
 
 
-def score(checkpoint: str, npz: str, flags: list[str], num: int) -> list:
-    """scm-sample `num` samples of `checkpoint` to `npz`, then scm-evaluate them (<npz stem>.metrics.json)."""
-    return [command("sample", f"--workdir={checkpoint}", f"--num={num}", f"--out={npz}", "--overwrite", *flags,
-                    devices=1),
-            command("evaluate", f"--samples={npz}", "--metric=mnist", f"--out={npz[:-4]}.metrics.json", devices=1)]
-
-
 def read_json(path: str) -> dict:
     with open(path) as fh:
         return json.load(fh)
@@ -67,8 +60,7 @@ def main() -> None:
     parser.add_argument("--objectives", default=",".join(OBJECTIVES))
     args = parser.parse_args()
     real = real_digits(os.path.join(args.workdir, "data"), args.num_samples)
-    jobs, plan = [[command("evaluate", f"--samples={real}", "--metric=mnist", f"--out={real[:-4]}.metrics.json",
-                           devices=1)]], []
+    jobs, plan = [[score(real)]], []
     for objective in args.objectives.split(","):
         workdir = checkpoint = os.path.join(args.workdir, objective)
         job = []
@@ -79,7 +71,7 @@ def main() -> None:
             samplers = {0: []} if objective in PHASED else SAMPLERS  # phased runs sample edge to edge
         for nfe, flags in samplers.items():
             npz = os.path.join(workdir, "samples", f"bench_{nfe}.npz")
-            job += score(checkpoint, npz, flags, args.num_samples)
+            job += sample_and_score(checkpoint, npz, flags, args.num_samples)
             plan.append((objective, checkpoint, npz))
         jobs.append(job)
     run_all(jobs, os.cpu_count() or 1)

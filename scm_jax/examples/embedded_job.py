@@ -79,14 +79,8 @@ def main() -> None:
         rows += [(run, "1step", ["--steps=1"]), (run, "2step", ["--steps=2"])]
     out = lambda run, method, ext: os.path.join(w(run), "samples", f"eval_{method}{ext}")
     real = real_digits(w("data"), args.num_samples)
-    run_all([[command("evaluate", f"--samples={real}", "--metric=mnist", f"--out={real[:-4]}.metrics.json",
-                      devices=1)]]
-            + [[command("sample", f"--workdir={w(run)}", f"--num={args.num_samples}",
-                        "--overwrite",  # a rerun resamples: the students may have trained on
-                        f"--out={out(run, method, '.npz')}", *flags, devices=1),
-                command("evaluate", f"--samples={out(run, method, '.npz')}", "--metric=mnist",
-                        f"--out={out(run, method, '.metrics.json')}", devices=1)] for run, method, flags in rows],
-            cores)
+    run_all([[score(real)]] + [sample_and_score(w(run), out(run, method, ".npz"), flags, args.num_samples)
+                               for run, method, flags in rows], cores)
     with open(real[:-4] + ".metrics.json") as fh:
         results = [{"run": "data", "method": "real digits", "nfe": 0, "img_per_s": float("nan"), **json.load(fh)}]
     os.makedirs(w("grids"), exist_ok=True)
@@ -98,6 +92,18 @@ def main() -> None:
     with open(os.path.join(args.workdir, "results.md"), "w") as fh:
         fh.write(table)
     print(table)
+
+
+def score(npz: str) -> tuple[list[str], dict]:
+    """scm-evaluate --metric=mnist of the samples in `npz` -> <npz stem>.metrics.json."""
+    return command("evaluate", f"--samples={npz}", "--metric=mnist", f"--out={npz[:-4]}.metrics.json", devices=1)
+
+
+def sample_and_score(checkpoint: str, npz: str, flags: list[str], num: int) -> list[tuple[list[str], dict]]:
+    """scm-sample `num` samples of `checkpoint` with `flags` to `npz` (a rerun resamples: the run may have trained
+    on), then `score` them."""
+    return [command("sample", f"--workdir={checkpoint}", f"--num={num}", "--overwrite", f"--out={npz}", *flags,
+                    devices=1), score(npz)]
 
 
 def real_digits(out_dir: str, num: int) -> str:
