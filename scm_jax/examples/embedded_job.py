@@ -10,8 +10,8 @@ teacher's weights (sCT only uses them as its initialisation, ECT-style; its loss
 Rerunning resumes every stage.
 
 Using the cores: a small network does not keep several XLA:CPU threads busy, so the teacher trains data-parallel
-over one CPU device per core (the same global batch; 0.92 -> 0.68 s per step on 2 cores), and the two students,
-then the sampling rows, run side by side, one device each.
+over one CPU device per core (the same global batch; 0.92 -> 0.68 s per step on 2 cores), and the two students
+run side by side, one device each, each sampled as soon as it is trained; the teacher's rows take the first free core.
 """
 import argparse
 import concurrent.futures
@@ -66,21 +66,23 @@ def main() -> None:
     cfg, cores = config_path(), os.cpu_count() or 1
     run_all([[command("train", f"--config={cfg}:diffusion", f"--workdir={w('teacher')}",
                       f"--config.train.steps={args.teacher_steps}", devices=math.gcd(cores, 64))]], 1)
-    run_all([[command("train", f"--config={cfg}:{objective}", f"--workdir={w(objective)}",
-                      f"--config.train.steps={args.student_steps}", f"--config.scm.teacher_workdir={w('teacher')}",
-                      f"--config.scm.warmup_steps={args.student_steps // 4}", devices=1)]
-             for objective in ("sct", "scd")], cores)
-    rows = []
-    for N in map(int, args.ode_steps.split(",")):
-        rows.append(("teacher", f"heun_nfe{2 * N - 1}", ["--solver=heun", f"--ode_steps={N}"]))
+    rows = [("teacher", f"heun_nfe{2 * N - 1}", ["--solver=heun", f"--ode_steps={N}"])
+            for N in map(int, args.ode_steps.split(","))]
+    N = int(args.ode_steps.split(",")[-1])
     rows.append(("teacher", f"heun_nfe{2 * N - 1}_cfg{args.cfg_scale:g}",
                  ["--solver=heun", f"--ode_steps={N}", f"--cfg_scale={args.cfg_scale}"]))
-    for run in ("sct", "scd"):  # a guided sCD student samples at the scale it was distilled with (its default)
-        rows += [(run, "1step", ["--steps=1"]), (run, "2step", ["--steps=2"])]
+    students = ("sct", "scd")  # a guided sCD student samples at the scale it was distilled with (its default)
+    rows += [(run, f"{n}step", [f"--steps={n}"]) for run in students for n in (1, 2)]
     out = lambda run, method, ext: os.path.join(w(run), "samples", f"eval_{method}{ext}")
+    job = lambda run, method, flags: sample_and_score(w(run), out(run, method, ".npz"), flags, args.num_samples)
+    train = lambda run: command("train", f"--config={cfg}:{run}", f"--workdir={w(run)}",
+                                f"--config.train.steps={args.student_steps}",
+                                f"--config.scm.teacher_workdir={w('teacher')}",
+                                f"--config.scm.warmup_steps={args.student_steps // 4}", devices=1)
     real = real_digits(w("data"), args.num_samples)
-    run_all([[score(real)]] + [sample_and_score(w(run), out(run, method, ".npz"), flags, args.num_samples)
-                               for run, method, flags in rows], cores)
+    # Each student is sampled right after it trains; the teacher's rows take the first free core.
+    run_all([[train(run)] + sum((job(*row) for row in rows if row[0] == run), []) for run in students]
+            + [[score(real)]] + [job(*row) for row in rows if row[0] == "teacher"], cores)
     with open(real[:-4] + ".metrics.json") as fh:
         results = [{"run": "data", "method": "real digits", "nfe": 0, "img_per_s": float("nan"), **json.load(fh)}]
     os.makedirs(w("grids"), exist_ok=True)
