@@ -117,6 +117,7 @@ def run_steps(s: Session, state: dict) -> dict:
     config = s.config
     step, total, bad_run = int(state["step"]), config.train.steps, 0
     first, window, timer, flops = step, [], progress.StepTimer(), None
+    tangent = progress.TangentWatch(config.scm.warmup_steps)
     device_kind = jax.devices()[0].device_kind
     batch_sharding = jax.sharding.NamedSharding(s.setup.mesh, jax.sharding.PartitionSpec(sharding.BATCH))
     while step < total:
@@ -145,6 +146,8 @@ def run_steps(s: Session, state: dict) -> dict:
             s.writer.scalars(step, summary)
             eta = progress.eta((total - step) * summary["step_time_s"]) if "step_time_s" in summary else "-"
             logging.info("step %d/%d  %s  eta %s", step, total, _fmt(summary), eta)
+            if warning := tangent.check(step, summary):
+                logging.warning(warning)
             if bad_run >= config.train.max_bad_steps:
                 raise FloatingPointError(
                     f"{bad_run} consecutive steps up to {step} had a non-finite loss or gradient; updates were "

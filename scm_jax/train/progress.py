@@ -1,9 +1,11 @@
-"""Throughput of the train steps alone (compilation, evaluation, sampling and checkpoints excluded), ETA and MFU.
+"""Throughput of the train steps alone (compilation, evaluation, sampling and checkpoints excluded), ETA and MFU;
+sCM's early warning of a collapse (TangentWatch).
 
 MFU = achieved FLOP/s / (devices x peak FLOP/s of the device kind), with XLA's count of the step's FLOPs and the
 dense bf16 peaks of the vendors' data sheets below (no sparsity). CPUs have no entry: their MFU is None.
 """
 import contextlib
+import math
 import time
 from typing import Any, Iterator, Optional
 
@@ -63,3 +65,27 @@ class StepTimer:
 
     def seconds(self) -> float:
         return time.perf_counter() - self._start - self._excluded
+
+
+class TangentWatch:
+    """Warns when sCM's `jvp_rms` (RMS of the student's tangent dF/dt) rises `ratio` above its floor after the
+    tangent warmup. Every sCD run that collapsed showed it first (0.28 -> 0.30-0.32 within 50-100 steps of the
+    collapse), while stable runs stayed within ~2% of their floor and sCT's within ~5% (bench/results/ablations.md
+    §8). Warns once per rise; re-arms when it falls back."""
+
+    def __init__(self, warmup_steps: int, ratio: float = 1.1):
+        self.warmup_steps, self.ratio, self.floor, self.raised = warmup_steps, ratio, math.inf, False
+
+    def check(self, step: int, summary: dict) -> Optional[str]:
+        """The warning for a logging window's means at `step`, or None."""
+        value = summary.get("jvp_rms")
+        if value is None or step <= self.warmup_steps:
+            return None
+        self.floor = min(self.floor, value)
+        high = value > self.ratio * self.floor
+        warn, self.raised = high and not self.raised, high
+        if not warn:
+            return None
+        return (f"jvp_rms {value:.4g} at step {step} is {value / self.floor - 1:.0%} above its floor {self.floor:.4g}: "
+                "sCT / sCD runs that collapsed showed this rise first. If the samples degrade, resume from the "
+                "checkpoint before the rise at a lower optim.lr.")

@@ -34,3 +34,23 @@ def test_step_timer_leaves_out_excluded_work(monkeypatch):
         pass
     timer.count()
     assert (timer.steps, timer.seconds()) == (1, 17.0)
+
+
+def _warnings(series: dict[int, float], warmup_steps: int = 100) -> list[int]:
+    watch = progress.TangentWatch(warmup_steps)
+    return [step for step, value in series.items() if watch.check(step, {"jvp_rms": value})]
+
+
+def test_tangent_watch_warns_once_per_rise_of_a_collapsing_run():
+    # jvp_rms of a sCD run that collapsed after step 400 (ablations §8, N1), and of one before the warmup ends
+    collapse = {150: 0.2807, 200: 0.2831, 300: 0.2807, 350: 0.2783, 400: 0.2986, 450: 0.313, 500: 0.318,
+                550: 0.28, 600: 0.32}
+    assert _warnings(collapse) == [450, 600]
+    assert _warnings({50: 0.20, 100: 0.30, 150: 0.29}) == []  # the rise during the tangent warmup
+
+
+def test_tangent_watch_is_quiet_on_stable_runs():
+    scd = {150: 0.2807, 200: 0.2831, 250: 0.2816, 300: 0.2807, 350: 0.2783, 1550: 0.2811, 1600: 0.2824}
+    sct = {150: 0.3264, 200: 0.3335, 250: 0.3303, 300: 0.3367, 350: 0.3354, 400: 0.3332}  # N3: rises ~3%
+    assert _warnings(scd) == [] and _warnings(sct) == []
+    assert progress.TangentWatch(0).check(10, {"loss": 1.0}) is None  # objectives without a tangent
