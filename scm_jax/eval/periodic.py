@@ -49,10 +49,11 @@ def make_sample_eval(config: ConfigDict, make_apply: Callable[[Any], ApplyFn], m
     if e.every_steps <= 0:
         return None
     devices = batch_devices(mesh)
-    if e.num_samples < 2 or e.batch_size % devices:
-        raise ValueError(f"config: eval.every_steps={e.every_steps} needs eval.num_samples >= 2 (got "
-                         f"{e.num_samples}) and eval.batch_size a multiple of the {devices} data-parallel devices "
-                         f"(got {e.batch_size}); or set eval.every_steps=0.")
+    least = 10 if e.metric in ("inception", "all") else 2  # the Inception Score's 10 splits; a covariance
+    if e.num_samples < least or e.batch_size % devices:
+        raise ValueError(f"config: eval.every_steps={e.every_steps} with eval.metric={e.metric!r} needs "
+                         f"eval.num_samples >= {least} (got {e.num_samples}) and eval.batch_size a multiple of the "
+                         f"{devices} data-parallel devices (got {e.batch_size}); or set eval.every_steps=0.")
     score = scores.make_scorer(e.metric, e.inception_weights, e.ref, decode.image_shape)
     batches = generate.Batches(e.batch_size, (d.image_size, d.image_size, d.channels), d.num_classes,
                                guidance=config.scm.guidance_hi if guidance_embed else None)

@@ -55,6 +55,8 @@ def test_each_eval_sampler_compiles_once_per_run(sampler_traces):
     ({"metric": "inception", "inception_weights": __file__}, "no reference statistics file"),
     ({"metric": "fid"}, "metric 'fid' is unknown"),
     ({"batch_size": 12}, "multiple of the 8 data-parallel devices"),
+    ({"metric": "inception", "num_samples": 8}, "metric='inception' needs eval.num_samples >= 10"),
+    ({"num_samples": 1}, "metric='mnist' needs eval.num_samples >= 2"),
 ])
 def test_bad_eval_settings_fail_before_training(tmp_path, overrides, message):
     with pytest.raises((ValueError, FileNotFoundError), match=message):
