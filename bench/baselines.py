@@ -4,7 +4,7 @@
 
 Every student trains `--steps` x batch 64 images of configs/embedded.py (the main job's U-Net and defaults) with
 scm.teacher_workdir=--teacher: cd, ect, pcm, pscm and scd distil or start from it, and sct starts from it (as in
-the main job); ct and ict train from scratch. Each run is sampled at 1, 2 and 4 steps (phased runs: their M
+the main job); ct and ict train from scratch. Each run is sampled at 1, 2 (t_mid 1.3) and 4 steps (phased runs: their M
 phases) by scm-sample and scored by scm-evaluate --metric=mnist; the table adds the median train-step time from
 the run's metrics.jsonl. Runs go side by side, one CPU device each, as many at a time as there are cores. The
 "diffusion" rows are the teacher itself (not retrained) solving the probability-flow ODE with Euler at NFE 1, 2
@@ -17,13 +17,17 @@ import platform
 
 import numpy as np
 
+from configs import embedded
+
 from scm_jax.examples.embedded_job import command, config_path, real_digits, run_all, sample_and_score, score
 from scm_jax.formulations.trigflow import T_MAX
 from scm_jax.samplers.consistency import T_MID
 
 OBJECTIVES = ("diffusion", "sct", "scd", "cd", "ct", "ict", "ect", "pcm", "pscm")
 PHASED = ("pcm", "pscm")
-SAMPLERS = {1: ["--steps=1"], 2: ["--steps=2"], 4: [f"--times={T_MAX},{T_MID},0.8,0.4"]}
+# Every student at the same times: 2 steps at the embedded sCM students' t_mid (1.3, ablations §8), 4 at sCM's.
+T_MID_2 = embedded.get_config("sct").sample.t_mid
+SAMPLERS = {1: ["--steps=1"], 2: [f"--times={T_MAX},{T_MID_2}"], 4: [f"--times={T_MAX},{T_MID},0.8,0.4"]}
 ODE_SAMPLERS = {n: ["--solver=euler", f"--ode_steps={n}"] for n in (1, 2, 4)}  # the teacher: Euler NFE n
 
 
@@ -91,8 +95,8 @@ def format_table(rows: list[dict], args) -> str:
             f"{os.cpu_count()} cores; {args.steps} steps x 64 images per student; teacher {args.teacher} "
             f"({teacher_images(args.teacher)} images); "
             f"{args.num_samples} samples per row. Train step: median over the logging windows after the first "
-            f"(which holds the compilation); a run of one window (steps <= 50) includes it. EMA half-life 0.02 Mimg: "
-            "runs much shorter than ~300 steps sample their initialisation.\n\n"
+            f"(which holds the compilation); a run of one window (steps <= 50) includes it. Every row samples the "
+            "run's EMA (half-life 0.02 Mimg capped by EDM's ramp-up, configs/embedded.py).\n\n"
             "| run | NFE | FD | accuracy | train step (s) |\n|---|---|---|---|---|\n")
     return head + "".join(f"| {r['run']} | {r['nfe']} | {r['fd']:.2f} | {r['accuracy']:.3f} | "
                           f"{r.get('step_time_s', float('nan')):.3f} |\n" for r in rows)
