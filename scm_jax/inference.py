@@ -144,6 +144,8 @@ class Model:
         """solver / nfe (diffusion runs), else times, else a phased run's edges, else steps; a diffusion run's
         default is Heun at NFE 35, a consistency model's 2 steps."""
         spec = registry.spec(self.config)
+        if spec is registry.DIFFUSION and steps is None and times is None and nfe is None:
+            solver = solver or "heun"
         if solver is not None or nfe is not None:
             if spec is not registry.DIFFUSION:
                 raise ValueError(f"solver={solver}, nfe={nfe}: this {self.config.objective} run is a consistency "
@@ -156,8 +158,6 @@ class Model:
         edges = registry.phase_edges(self.config)
         if steps is None and edges is not None:
             return generate.Method(edges=edges)
-        if steps is None and spec is registry.DIFFUSION:
-            return generate.Method(solver="heun", N=ode_steps("heun", ODE_NFE))
         steps = 2 if steps is None else steps
         if steps not in (1, 2):
             raise ValueError(f"steps={steps}: use 1 or 2, or times=... for more steps.")
