@@ -91,8 +91,9 @@ def main() -> None:
 
 
 def format_table(rows: list[dict], args) -> str:
-    head = (f"# Baselines on the embedded data\n\n{platform.machine()} {platform.processor() or ''}, "
-            f"{os.cpu_count()} cores; {args.steps} steps x 64 images per student; teacher {args.teacher} "
+    host = " ".join(filter(None, (platform.machine(), platform.processor())))
+    head = (f"# Baselines on the embedded data\n\n{host}, {os.cpu_count()} cores; "
+            f"{args.steps} steps x 64 images per student; teacher {args.teacher} "
             f"({teacher_images(args.teacher)} images); "
             f"{args.num_samples} samples per row. Train step: median over the logging windows after the first "
             f"(which holds the compilation); a run of one window (steps <= 50) includes it. Every row samples the "
