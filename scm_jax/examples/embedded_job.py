@@ -66,9 +66,9 @@ def main() -> None:
     cfg, cores = config_path(), os.cpu_count() or 1
     run_all([[command("train", f"--config={cfg}:diffusion", f"--workdir={w('teacher')}",
                       f"--config.train.steps={args.teacher_steps}", devices=math.gcd(cores, 64))]], 1)
-    rows = [("teacher", f"heun_nfe{2 * N - 1}", ["--solver=heun", f"--ode_steps={N}"])
-            for N in map(int, args.ode_steps.split(","))]
-    N = int(args.ode_steps.split(",")[-1])
+    levels = [int(n) for n in args.ode_steps.split(",")]
+    rows = [("teacher", f"heun_nfe{2 * N - 1}", ["--solver=heun", f"--ode_steps={N}"]) for N in levels]
+    N = levels[-1]
     rows.append(("teacher", f"heun_nfe{2 * N - 1}_cfg{args.cfg_scale:g}",
                  ["--solver=heun", f"--ode_steps={N}", f"--cfg_scale={args.cfg_scale}"]))
     students = ("sct", "scd")  # a guided sCD student samples at the scale it was distilled with (its default)
