@@ -80,8 +80,9 @@ def main() -> None:
         jobs.append(job)
     run_all(jobs, os.cpu_count() or 1)
     rows = [{"run": "data", "nfe": 0, **read_json(real[:-4] + ".metrics.json")}]
+    step_times = {checkpoint: median_step_time(checkpoint) for _, checkpoint, _ in plan}
     rows += [{"run": objective, **read_json(npz[:-4] + ".json"), **read_json(npz[:-4] + ".metrics.json"),
-              "step_time_s": median_step_time(checkpoint)} for objective, checkpoint, npz in plan]
+              "step_time_s": step_times[checkpoint]} for objective, checkpoint, npz in plan]
     table = format_table(rows, args)
     for path in (os.path.join(args.workdir, "results.md"), os.path.join(os.path.dirname(__file__), "results",
                                                                        "baselines.md")):
