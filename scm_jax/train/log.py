@@ -21,6 +21,21 @@ def window_means(window: list[dict]) -> dict[str, float]:
             for k in window[0]}
 
 
+def logged(workdir: str, name: str, until: int) -> tuple[tuple[int, float], ...]:
+    """(step, value) of the scalar `name` in the workdir's metrics.jsonl at steps <= `until` (a resumed run's
+    history; () without the file; a line a crash cut short is skipped)."""
+    path = epath.Path(workdir) / "metrics.jsonl"
+    if not path.exists():
+        return ()
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return tuple((r["step"], r[name]) for r in records if name in r and r["step"] <= until)
+
+
 def is_remote(path: str) -> bool:
     """Whether `path` is an epath URL (gs://...) rather than a local path."""
     scheme, sep, _ = str(path).partition("://")

@@ -35,7 +35,7 @@ from scm_jax.parallel.mesh import mesh_from_config
 from scm_jax.samplers import generate
 from scm_jax.samplers.images import save_grid
 from scm_jax.train import compilation, progress, runs
-from scm_jax.train.log import Writer, is_remote, window_means
+from scm_jax.train.log import Writer, is_remote, logged, window_means
 from scm_jax.train.optim import learning_rate, make_optimizer
 from scm_jax.train.preemption import Preemption
 from scm_jax.train.profile import Profiler
@@ -117,7 +117,7 @@ def run_steps(s: Session, state: dict) -> dict:
     config = s.config
     step, total, bad_run = int(state["step"]), config.train.steps, 0
     first, window, timer, flops = step, [], progress.StepTimer(), None
-    tangent = progress.TangentWatch(config.scm.warmup_steps)
+    tangent = progress.TangentWatch(config.scm.warmup_steps, history=logged(s.workdir, "jvp_rms", step))
     device_kind = jax.devices()[0].device_kind
     batch_sharding = jax.sharding.NamedSharding(s.setup.mesh, jax.sharding.PartitionSpec(sharding.BATCH))
     while step < total:

@@ -71,10 +71,12 @@ class TangentWatch:
     """Warns when sCM's `jvp_rms` (RMS of the student's tangent dF/dt) rises `ratio` above its floor after the
     tangent warmup. Every sCD run that collapsed showed it first (0.28 -> 0.30-0.32 within 50-100 steps of the
     collapse), while stable runs stayed within ~2% of their floor and sCT's within ~5% (bench/results/ablations.md
-    §8). Warns once per rise; re-arms when it falls back."""
+    §8). Warns once per rise; re-arms when it falls back. `history`: the (step, jvp_rms) a resumed run logged
+    before, so that its floor is the run's, not the session's (a run resumed mid-rise still warns)."""
 
-    def __init__(self, warmup_steps: int, ratio: float = 1.1):
-        self.warmup_steps, self.ratio, self.floor, self.raised = warmup_steps, ratio, math.inf, False
+    def __init__(self, warmup_steps: int, ratio: float = 1.1, history: tuple[tuple[int, float], ...] = ()):
+        self.warmup_steps, self.ratio, self.raised = warmup_steps, ratio, False
+        self.floor = min((v for step, v in history if step > warmup_steps), default=math.inf)
 
     def check(self, step: int, summary: dict) -> Optional[str]:
         """The warning for a logging window's means at `step`, or None."""

@@ -2,7 +2,7 @@
 import jax.numpy as jnp
 import pytest
 
-from scm_jax.train import progress
+from scm_jax.train import log, progress
 
 
 @pytest.mark.parametrize("seconds, text", [(0, "00:00:00"), (3_661, "01:01:01"), (86_399, "23:59:59"),
@@ -54,3 +54,21 @@ def test_tangent_watch_is_quiet_on_stable_runs():
     sct = {150: 0.3264, 200: 0.3335, 250: 0.3303, 300: 0.3367, 350: 0.3354, 400: 0.3332}  # N3: rises ~3%
     assert _warnings(scd) == [] and _warnings(sct) == []
     assert progress.TangentWatch(0).check(10, {"loss": 1.0}) is None  # objectives without a tangent
+
+
+def test_tangent_watch_keeps_the_floor_of_a_resumed_run():
+    # N1 resumed at step 400, mid-rise: a floor of this session only (0.2986) would miss the rise at 450
+    before = ((100, 0.30), (150, 0.2807), (350, 0.2783), (400, 0.2986))
+    watch = progress.TangentWatch(100, history=before)
+    assert watch.floor == 0.2783  # steps within the tangent warmup are left out
+    assert watch.check(450, {"jvp_rms": 0.313}) is not None
+    assert progress.TangentWatch(100).check(450, {"jvp_rms": 0.313}) is None  # the first value is the floor
+
+
+def test_logged_reads_a_scalar_up_to_the_resumed_step(tmp_path):
+    lines = ['{"step": 1, "startup": {"devices": 1}}', '{"step": 50, "jvp_rms": 0.3, "loss": 1.0}',
+             '{"step": 100, "loss": 0.9}', '{"step": 150, "jvp_rms": 0.28}', '{"step": 200, "jvp_rms": 0.27}',
+             '{"step": 250, "jvp_']  # a line cut short by a crash
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines))
+    assert log.logged(str(tmp_path), "jvp_rms", 150) == ((50, 0.3), (150, 0.28))
+    assert log.logged(str(tmp_path / "new"), "jvp_rms", 150) == ()
