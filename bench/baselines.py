@@ -1,8 +1,9 @@
 """sCM against its lineage on the embedded data: equal image budget, same network, same sampler / evaluator binaries.
 
-    python bench/baselines.py --teacher=runs/main/teacher --workdir=runs/baselines [--steps=400]
+    python bench/baselines.py --teacher=runs/main/teacher --workdir=runs/baselines [--steps=1600 --batch=16]
 
-Every student trains `--steps` x batch 64 images of configs/embedded.py (the main job's U-Net and defaults) with
+Every student trains `--steps` x `--batch` images (default: the main job's sCT / sCD budget) of configs/embedded.py
+(the main job's U-Net and each objective's other defaults) with
 scm.teacher_workdir=--teacher: cd, ect, pcm, pscm and scd distil or start from it, and sct starts from it (as in
 the main job); ct and ict train from scratch. Each run is sampled at 1, 2 (t_mid 1.3) and 4 steps (phased runs: their M
 phases) by scm-sample and scored by scm-evaluate --metric=mnist; the table adds the median train-step time from
@@ -33,7 +34,8 @@ ODE_SAMPLERS = {n: ["--solver=euler", f"--ode_steps={n}"] for n in (1, 2, 4)}  #
 
 def train(objective: str, workdir: str, args) -> list:
     return [command("train", f"--config={config_path()}:{objective}", f"--workdir={workdir}",
-                    f"--config.train.steps={args.steps}", f"--config.scm.teacher_workdir={args.teacher}",
+                    f"--config.train.steps={args.steps}", f"--config.train.batch_size={args.batch}",
+                    f"--config.scm.teacher_workdir={args.teacher}",
                     f"--config.scm.warmup_steps={args.steps // 4}", f"--config.checkpoint.every_steps={args.steps}",
                     devices=1)]
 
@@ -59,7 +61,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", required=True, help="workdir of a finished diffusion run (the main job's)")
     parser.add_argument("--workdir", default="runs/baselines")
-    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--steps", type=int, default=embedded.get_config("scd").train.steps)
+    parser.add_argument("--batch", type=int, default=embedded.get_config("scd").train.batch_size)
     parser.add_argument("--num_samples", type=int, default=1000)
     parser.add_argument("--objectives", default=",".join(OBJECTIVES))
     args = parser.parse_args()
@@ -94,7 +97,7 @@ def main() -> None:
 def format_table(rows: list[dict], args) -> str:
     host = " ".join(filter(None, (platform.machine(), platform.processor())))
     head = (f"# Baselines on the embedded data\n\n{host}, {os.cpu_count()} cores; "
-            f"{args.steps} steps x 64 images per student; teacher {args.teacher} "
+            f"{args.steps} steps x {args.batch} images per student; teacher {args.teacher} "
             f"({teacher_images(args.teacher)} images); "
             f"{args.num_samples} samples per row. Train step: median over the logging windows after the first "
             f"(which holds the compilation); a run of one window (steps <= 50) includes it. Every row samples the "

@@ -73,9 +73,10 @@ def get_base_config() -> ConfigDict:
     # state and checkpoint (train.critic).
     c.pcm = ConfigDict(dict(phases=4, edges=(), distill=True, substeps=8, solver="ddim", huber_c=0.0, adv_weight=0.0,
                             critic=dict(width=256, depth=2, lr=1e-4, b1=0.5, b2=0.999)))
-    # decay_steps: EDM2's lr / sqrt(max(1, step / decay_steps)) after that many steps (0 = constant).
+    # decay_steps: EDM2's lr / sqrt(max(1, step / decay_steps)) after that many steps (0 = constant);
+    # cooldown_steps: the lr falls linearly to 0 over the run's last that many steps (0 = none).
     c.optim = ConfigDict(dict(name="radam", lr=1e-4, b1=0.9, b2=0.999, eps=1e-8, warmup_steps=0, decay_steps=0,
-                              grad_clip=0.0))
+                              cooldown_steps=0, grad_clip=0.0))
     # grad_accum_steps: the global batch is split into that many microbatches, scanned inside one jitted step
     # (activation memory of one microbatch; same gradient as the whole batch). batch_size stays the global batch.
     # EMA half-lives in Mimg, capped at ema_rampup_ratio x the images seen so far (EDM's ramp-up; 0 = off), so the

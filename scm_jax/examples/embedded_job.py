@@ -55,9 +55,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default="runs/main")
     parser.add_argument("--teacher_steps", type=int, default=1200)
-    parser.add_argument("--student_steps", type=int, default=400,
-                        help="sCD at its lr 1e-3 was stable to 800 steps; sCT measured at 1e-3 to 400 "
-                             "(bench/results/ablations.md §10)")
+    parser.add_argument("--student_steps", type=int, default=1600,
+                        help="steps of batch 16 for sCT and sCD (bench/results/ablations.md §11)")
     parser.add_argument("--num_samples", type=int, default=1000)
     parser.add_argument("--ode_steps", default="5,10", help="Heun noise levels (NFE = 2N - 1)")
     parser.add_argument("--cfg_scale", type=float, default=1.25,

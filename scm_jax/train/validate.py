@@ -22,7 +22,7 @@ POSITIVE = ("train.batch_size", "train.steps", "train.log_every", "train.max_bad
             "checkpoint.every_steps", "checkpoint.keep", "model.patch_size", "model.hidden_size", "model.depth",
             "model.num_heads", "data.image_size", "data.channels")
 NON_NEGATIVE = ("sample.every_steps", "eval.every_steps", "optim.warmup_steps", "optim.decay_steps",
-                "optim.grad_clip", "data.num_classes")
+                "optim.cooldown_steps", "optim.grad_clip", "data.num_classes")
 SPOT_CHECKS = 16  # records read by validate_data, spread evenly over the data set
 
 

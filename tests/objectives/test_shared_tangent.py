@@ -27,7 +27,7 @@ def loss_and_grad(objective: str, attention: str, tangent_attention: str):
         config.model.attention = attention
         config.scm.update(tangent_attention=tangent_attention, warmup_steps=0)  # r = 1: the full JVP term
         config.pcm.distill = True
-    setup = make_setup(config, make_mesh(-1, 1, 1), make_optimizer(config.optim))
+    setup = make_setup(config, make_mesh(-1, 1, 1), make_optimizer(config.optim, config.train.steps))
     params = perturbed(sharded_init(setup, jax.random.key(0))["params"])  # DiT's zero-init output: F = 0
     # The teacher is a diffusion network (no guidance input, unlike the guided sCD student)
     t_setup = make_setup(embedded.get_config("diffusion,smoke"), setup.mesh, make_optimizer(config.optim))
