@@ -11,6 +11,7 @@ the window's metrics with img/s, step time and MFU of the train steps alone (scm
 import contextlib
 import dataclasses
 import functools
+import math
 import os
 import tempfile
 import time
@@ -117,7 +118,8 @@ def run_steps(s: Session, state: dict) -> dict:
     config = s.config
     step, total, bad_run = int(state["step"]), config.train.steps, 0
     first, window, timer, flops = step, [], progress.StepTimer(), None
-    tangent = progress.TangentWatch(config.scm.warmup_steps, history=logged(s.workdir, "jvp_rms", step))
+    tangent = progress.TangentWatch(config.scm.warmup_steps, history=logged(s.workdir, "jvp_rms", step),
+                                    ratio=progress.TangentWatch.RATIOS.get(config.objective, math.inf))
     device_kind = jax.devices()[0].device_kind
     batch_sharding = jax.sharding.NamedSharding(s.setup.mesh, jax.sharding.PartitionSpec(sharding.BATCH))
     while step < total:
