@@ -61,8 +61,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", required=True, help="workdir of a finished diffusion run (the main job's)")
     parser.add_argument("--workdir", default="runs/baselines")
-    parser.add_argument("--steps", type=int, default=embedded.get_config("scd").train.steps)
-    parser.add_argument("--batch", type=int, default=embedded.get_config("scd").train.batch_size)
+    budget = embedded.get_config("scd").train  # the main job's student budget
+    parser.add_argument("--steps", type=int, default=budget.steps)
+    parser.add_argument("--batch", type=int, default=budget.batch_size)
     parser.add_argument("--num_samples", type=int, default=1000)
     parser.add_argument("--objectives", default=",".join(OBJECTIVES))
     args = parser.parse_args()
