@@ -7,9 +7,11 @@ Every student trains `--steps` x `--batch` images (default: the main job's sCT /
 scm.teacher_workdir=--teacher: cd, ect, pcm, pscm and scd distil or start from it, and sct starts from it (as in
 the main job); ct and ict train from scratch. Each run is sampled at 1, 2 (t_mid 1.3) and 4 steps (phased runs: their M
 phases) by scm-sample and scored by scm-evaluate --metric=mnist; the table adds the median train-step time from
-the run's metrics.jsonl. Runs go side by side, one CPU device each, as many at a time as there are cores. The
-"diffusion" rows are the teacher itself (not retrained) solving the probability-flow ODE with Euler at NFE 1, 2
-and 4. Results: <workdir>/results.md and bench/results/baselines.md.
+the run's metrics.jsonl. Runs go side by side, one CPU device each, as many at a time as the process has cores
+(under `taskset -c 0` one after another, so that the step times are single-core ones). A finished run in the
+workdir is not retrained (e.g. the main job's sct and scd, copied there), only sampled. The "diffusion" rows are
+the teacher itself (not retrained) solving the probability-flow ODE with Euler at NFE 1, 2 and 4. Results:
+<workdir>/results.md and bench/results/baselines.md.
 """
 import argparse
 import json
@@ -20,7 +22,8 @@ import numpy as np
 
 from configs import embedded
 
-from scm_jax.examples.embedded_job import command, config_path, real_digits, run_all, sample_and_score, score
+from scm_jax.examples.embedded_job import (command, config_path, real_digits, run_all, sample_and_score, score,
+                                           usable_cores)
 from scm_jax.formulations.trigflow import T_MAX
 from scm_jax.samplers.consistency import T_MID
 
@@ -82,7 +85,7 @@ def main() -> None:
             job += sample_and_score(checkpoint, npz, flags, args.num_samples)
             plan.append((objective, checkpoint, npz))
         jobs.append(job)
-    run_all(jobs, os.cpu_count() or 1)
+    run_all(jobs, usable_cores())
     rows = [{"run": "data", "nfe": 0, **read_json(real[:-4] + ".metrics.json")}]
     step_times = {checkpoint: median_step_time(checkpoint) for _, checkpoint, _ in plan}
     rows += [{"run": objective, **read_json(npz[:-4] + ".json"), **read_json(npz[:-4] + ".metrics.json"),
@@ -97,7 +100,7 @@ def main() -> None:
 
 def format_table(rows: list[dict], args) -> str:
     host = " ".join(filter(None, (platform.machine(), platform.processor())))
-    head = (f"# Baselines on the embedded data\n\n{host}, {os.cpu_count()} cores; "
+    head = (f"# Baselines on the embedded data\n\n{host}, {usable_cores()} cores; "
             f"{args.steps} steps x {args.batch} images per student; teacher {args.teacher} "
             f"({teacher_images(args.teacher)} images); "
             f"{args.num_samples} samples per row. Train step: median over the logging windows after the first "

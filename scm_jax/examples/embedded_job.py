@@ -46,6 +46,11 @@ def _in_turn(job: list[tuple[list[str], dict]]) -> None:
         subprocess.run(cmd, env=env, check=True)
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask, e.g. under taskset), not all the machine's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def config_path() -> str:
     import configs
     return os.path.join(os.path.dirname(configs.__file__), "embedded.py")
@@ -63,7 +68,7 @@ def main() -> None:
                         help="one more teacher row, Heun at the last --ode_steps with this classifier-free guidance")
     args = parser.parse_args()
     w = lambda name: os.path.join(args.workdir, name)
-    cfg, cores = config_path(), os.cpu_count() or 1
+    cfg, cores = config_path(), usable_cores()
     run_all([[command("train", f"--config={cfg}:diffusion", f"--workdir={w('teacher')}",
                       f"--config.train.steps={args.teacher_steps}", devices=math.gcd(cores, 64))]], 1)
     levels = [int(n) for n in args.ode_steps.split(",")]
