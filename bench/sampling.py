@@ -41,7 +41,7 @@ def network(workdir: str | None, mesh) -> tuple[object, object, dict, str]:
         config, setup, params, step = runs.load_weights(workdir, runs.ema_names(config)[0], mesh)
         return config, setup, params, f"{workdir} step {step}"
     config = embedded.get_config("sct")
-    setup = make_setup(config, mesh, make_optimizer(config.optim, config.train.steps))
+    setup = make_setup(config, mesh, make_optimizer(config))
     return config, setup, sharded_init(setup, jax.random.key(0))["params"], "configs/embedded.py DiT, random init"
 
 

@@ -58,7 +58,7 @@ def jax_step(objective: str, batch: int):
     from scm_jax.train.state import make_setup, sharded_init
     from scm_jax.train.step import make_train_step
     config = jax_config(objective, batch)
-    setup = make_setup(config, make_mesh(-1, 1, 1), make_optimizer(config.optim, config.train.steps))
+    setup = make_setup(config, make_mesh(-1, 1, 1), make_optimizer(config))
     state = sharded_init(setup, jax.random.key(0))
     rng = np.random.default_rng(0)
     data = {"image": rng.uniform(-1, 1, (batch, SIZE, SIZE, CHANNELS)).astype(np.float32),

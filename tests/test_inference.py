@@ -34,7 +34,7 @@ def make_run(workdir: str, objective: str = "sct", **overrides) -> str:
     """A smoke workdir (sCT unless told) with a step-3 checkpoint: fresh weights, EMAs moved off the parameters,
     non-zero Adam moments (no training needed to test loading and sampling)."""
     config = fakes.smoke(objective, **{"train.ema_half_lives_mimg": HALF_LIVES, **overrides})
-    setup = make_setup(config, make_mesh(-1, 1, 1), make_optimizer(config.optim, config.train.steps))
+    setup = make_setup(config, make_mesh(-1, 1, 1), make_optimizer(config))
     state = sharded_init(setup, jax.random.key(0))
     state["ema"] = {name: jax.tree.map(lambda p, i=i: p * (1.0 - 0.1 * i), ema)
                     for i, (name, ema) in enumerate(state["ema"].items(), 1)}
@@ -138,7 +138,7 @@ def test_one_ema_reads_its_bytes_not_the_state(tmp_path):
     array also reads its zarr metadata and the OCDBT b-tree node of its key, about 9 KiB per array."""
     run = make_run(str(tmp_path), **{"model.channels": 64})
     config = runs.read_config(run)
-    setup = make_setup(config, make_mesh(-1, 1, 1), make_optimizer(config.optim, config.train.steps))
+    setup = make_setup(config, make_mesh(-1, 1, 1), make_optimizer(config))
     state_dir = os.path.join(run, runs.CHECKPOINT_DIR, str(STEP), "state")
     read = {}
     for name, path in (("ema", ("ema", "ema_0.02")), ("params", ("params",)), ("state", ())):

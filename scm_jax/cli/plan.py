@@ -164,7 +164,7 @@ class Planner:
 
     def __init__(self, config: ConfigDict, mesh: jax.sharding.Mesh):
         self.config, self.mesh = config, mesh
-        self.setup = make_setup(config, mesh, make_optimizer(config.optim, config.train.steps))
+        self.setup = make_setup(config, mesh, make_optimizer(config))
         self.dp = batch_devices(mesh)
         distills = registry.spec(config).distills(config)
         self.teacher_graphdef, self.teacher = self._abstract_teacher() if distills else (None, {})

@@ -76,7 +76,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict:
     split = split_batch(config.train.batch_size, config.train.microbatch, config.train.grad_accum_steps,
                         batch_devices(mesh))
     logging.info("batch: %s", split)
-    setup = make_setup(config, mesh, make_optimizer(config.optim, config.train.steps))
+    setup = make_setup(config, mesh, make_optimizer(config))
     if local:
         validate_free_space(workdir, setup.abstract)
     loader = data_loader(config)
@@ -143,7 +143,7 @@ def run_steps(s: Session, state: dict) -> dict:
             trailing = next((i for i, ok in enumerate(reversed(finite)) if ok), None)  # bad steps at the end
             bad_run = bad_run + len(finite) if trailing is None else trailing
             summary = window_means(window)
-            summary.update(lr=learning_rate(config.optim, step, config.train.steps), skipped_steps=skipped,
+            summary.update(lr=learning_rate(config, step), skipped_steps=skipped,
                            **throughput(timer, s.split, flops, device_kind))
             s.writer.scalars(step, summary)
             eta = progress.eta((total - step) * summary["step_time_s"]) if "step_time_s" in summary else "-"

@@ -7,15 +7,14 @@ from ml_collections import ConfigDict
 OPTIMIZERS = ("adam", "radam")
 
 
-def schedule(cfg: ConfigDict, total_steps: int = 0) -> optax.Schedule:
+def schedule(config: ConfigDict) -> optax.Schedule:
     """lr(step) = lr * min(1, step / warmup_steps) / sqrt(max(1, step / decay_steps))   (EDM2 Eq. 5 decay)
-    * min(1, (total_steps - step) / cooldown_steps)   (a linear cooldown to 0 at the run's end, as WSD schedules);
-    a 0 for warmup_steps, decay_steps or cooldown_steps switches that part off."""
-    lr0, warmup_steps, decay_steps = cfg.lr, cfg.warmup_steps, cfg.decay_steps  # read once, outside jit
-    cooldown_steps = cfg.get("cooldown_steps", 0)
-    if cooldown_steps and not 0 < cooldown_steps <= total_steps:
-        raise ValueError(f"optim.cooldown_steps={cooldown_steps} needs 0 < cooldown_steps <= train.steps "
-                         f"({total_steps}).")
+    * min(1, (train.steps - step) / cooldown_steps)   (a linear cooldown to 0 at the run's end, as WSD schedules);
+    a 0 for warmup_steps, decay_steps or cooldown_steps switches that part off. `config` is the run's: the schedule
+    reads config.optim and, for the cooldown, the run's length config.train.steps."""
+    cfg, total_steps = config.optim, config.train.steps  # read once, outside jit
+    lr0, warmup_steps, decay_steps = cfg.lr, cfg.warmup_steps, cfg.decay_steps
+    cooldown_steps = cfg.get("cooldown_steps", 0)  # absent from the config.json of runs older than the cooldown
 
     def lr(step):
         step = jnp.asarray(step, jnp.float32)
@@ -26,16 +25,17 @@ def schedule(cfg: ConfigDict, total_steps: int = 0) -> optax.Schedule:
     return lr
 
 
-def make_optimizer(cfg: ConfigDict, total_steps: int = 0) -> optax.GradientTransformation:
-    """cfg: name, lr, b1, b2, eps, warmup_steps, decay_steps, cooldown_steps, grad_clip (<= 0: none); total_steps:
-    the run's train.steps (needed by a cooldown)."""
+def make_optimizer(config: ConfigDict) -> optax.GradientTransformation:
+    """The run config's optimizer: config.optim (name, lr, b1, b2, eps, warmup_steps, decay_steps, cooldown_steps,
+    grad_clip <= 0: none) over config.train.steps."""
+    cfg = config.optim
     if cfg.name not in OPTIMIZERS:
         raise ValueError(f"optim.name={cfg.name!r} is unknown; use one of {OPTIMIZERS}.")
     make = optax.adam if cfg.name == "adam" else optax.radam
-    opt = make(schedule(cfg, total_steps), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
+    opt = make(schedule(config), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
     return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), opt) if cfg.grad_clip > 0 else opt
 
 
-def learning_rate(cfg: ConfigDict, step: int, total_steps: int = 0) -> float:
-    """The learning rate the optimizer applies at `step`, from the schedule itself."""
-    return float(schedule(cfg, total_steps)(step))
+def learning_rate(config: ConfigDict, step: int) -> float:
+    """The learning rate the run's optimizer applies at `step`, from the schedule itself."""
+    return float(schedule(config)(step))

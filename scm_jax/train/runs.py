@@ -91,7 +91,7 @@ def load_weights(workdir: str, weights: str | float | None, mesh: jax.sharding.M
     """(config, setup, params, step) of `weights` (see weights_name) of a finished run or an export, sharded on
     `mesh`; reads only that weight set and writes nothing in `workdir`."""
     config = read_config(workdir)
-    setup = make_setup(config, mesh, make_optimizer(config.optim, config.train.steps))
+    setup = make_setup(config, mesh, make_optimizer(config))
     exported = read_export(workdir)
     if exported is not None:
         return config, setup, _load_export(workdir, exported, weights, step, setup), exported["step"]

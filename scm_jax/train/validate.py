@@ -44,6 +44,9 @@ def validate_config(config: ConfigDict) -> None:
     for keys, ok, bound in ((POSITIVE, lambda v: v > 0, "> 0"), (NON_NEGATIVE, lambda v: v >= 0, ">= 0")):
         for key in keys:
             _require(ok(_get(config, key)), f"{key}={_get(config, key)!r}; it must be {bound}.")
+    _require(config.optim.cooldown_steps <= config.train.steps,
+             f"optim.cooldown_steps={config.optim.cooldown_steps} is longer than the run (train.steps="
+             f"{config.train.steps}); use at most train.steps, or 0 for no cooldown.")
     _validate_shapes(config)
     _validate_batch(config)
     _require(len(config.train.ema_half_lives_mimg) > 0 and min(config.train.ema_half_lives_mimg) > 0,

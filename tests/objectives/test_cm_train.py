@@ -21,7 +21,7 @@ from scm_jax.train.step import make_train_step
 def test_objective_trains_on_8_devices(objective):
     config = embedded.get_config(f"{objective},smoke")
     assert jax.device_count() == 8
-    setup = make_setup(config, make_mesh(), make_optimizer(config.optim, config.train.steps))
+    setup = make_setup(config, make_mesh(), make_optimizer(config))
     state = sharded_init(setup, jax.random.key(0))
     assert ("target" in state) == (objective in ("cd", "ct"))
     teacher_params = jax.tree.map(jnp.copy, state["params"])  # any network serves as CD's teacher here
@@ -50,7 +50,7 @@ def test_scm_sample_methods_of_cm_runs_use_cm_algorithm_1():
     methods = default_methods(embedded.get_config("ect,smoke"))
     assert [m.edm.eps for m in methods] == [0.0, 0.0] and default_methods(config)[0].edm.eps == 0.002
     assert default_methods(embedded.get_config("sct,smoke"))[0].edm is None
-    setup = make_setup(config, make_mesh(), make_optimizer(config.optim, config.train.steps))
+    setup = make_setup(config, make_mesh(), make_optimizer(config))
     params = sharded_init(setup, jax.random.key(0))["params"]
     shape = (8, config.data.image_size, config.data.image_size, config.data.channels)
     x = jax.jit(generate.sampler(model_apply(setup.graphdef, params), methods[1], shape))(

@@ -285,7 +285,7 @@ def test_phased_sampler_is_deterministic_and_registered():
 def test_phased_objectives_train_through_the_real_train_step(objective):
     """A few distillation steps of a tiny DiT on 8 fake devices (the teacher: another random DiT)."""
     config = embedded.get_config(f"{objective},smoke")
-    setup = make_setup(config, make_mesh(), make_optimizer(config.optim, config.train.steps))
+    setup = make_setup(config, make_mesh(), make_optimizer(config))
     assert jax.device_count() == 8 and registry.phase_edges(config) == phases.uniform_edges(config.pcm.phases)
     state = sharded_init(setup, jax.random.key(0))
     t_apply = model_apply(setup.graphdef, sharded_init(setup, jax.random.key(1))["params"])
@@ -321,7 +321,7 @@ def test_adversarial_pcm_trains_its_critic_in_the_train_state_and_checkpoint(tmp
         config.pcm.update(distill=False, adv_weight=0.1)
         config.pcm.critic.width = 32
     validate_config(config)
-    setup = make_setup(config, make_mesh(), make_optimizer(config.optim, config.train.steps))
+    setup = make_setup(config, make_mesh(), make_optimizer(config))
     state = sharded_init(setup, jax.random.key(0))
     critic_before = jax.tree.map(np.asarray, state["critic"]["params"])
     train_step = step_lib.make_train_step(setup, config)

@@ -27,10 +27,11 @@ def loss_and_grad(objective: str, attention: str, tangent_attention: str):
         config.model.attention = attention
         config.scm.update(tangent_attention=tangent_attention, warmup_steps=0)  # r = 1: the full JVP term
         config.pcm.distill = True
-    setup = make_setup(config, make_mesh(-1, 1, 1), make_optimizer(config.optim, config.train.steps))
+    setup = make_setup(config, make_mesh(-1, 1, 1), make_optimizer(config))
     params = perturbed(sharded_init(setup, jax.random.key(0))["params"])  # DiT's zero-init output: F = 0
     # The teacher is a diffusion network (no guidance input, unlike the guided sCD student)
-    t_setup = make_setup(embedded.get_config("diffusion,smoke"), setup.mesh, make_optimizer(config.optim))
+    t_config = embedded.get_config("diffusion,smoke")
+    t_setup = make_setup(t_config, setup.mesh, make_optimizer(t_config))
     teacher_params = sharded_init(t_setup, jax.random.key(1))["params"]
     teacher = lambda x, t, labels=None: model_apply(t_setup.graphdef, teacher_params)(x, t, labels)[0]
     loss = make_objective(step_options(config, setup.mesh), setup.graphdef, teacher)

@@ -87,7 +87,7 @@ def test_two_processes_train_sample_and_checkpoint(two_process_run):
 @pytest.mark.slow
 def test_one_process_restores_the_two_process_params_and_data_position(two_process_run):
     config = runs.read_config(two_process_run)
-    setup = make_setup(config, make_mesh(-1, 1, 1), make_optimizer(config.optim, config.train.steps))
+    setup = make_setup(config, make_mesh(-1, 1, 1), make_optimizer(config))
     step, state, data_state, _ = runs.checkpointer(config, two_process_run).restore(setup.abstract)
     final = np.load(os.path.join(two_process_run, "final_params.npz"))
     leaves = jax.tree.leaves(state["params"])

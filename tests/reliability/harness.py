@@ -71,7 +71,7 @@ def restore(workdir: Path, step: int | None = None) -> tuple[int, dict, dict]:
     """(step, state, data-iterator state) of a workdir's checkpoint, on the 8-device mesh."""
     config = runs.read_config(str(workdir))
     setup = make_setup(config, make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor),
-                       make_optimizer(config.optim, config.train.steps))
+                       make_optimizer(config))
     ckpt = runs.checkpointer(config, str(workdir))
     at, state, data_state, _ = ckpt.restore(setup.abstract, step=step)
     ckpt.close()

@@ -35,7 +35,7 @@ def deterministic_objective(opts, graphdef, teacher_fn, critic=None):
 
 def one_step(config, monkeypatch, batch):
     monkeypatch.setattr(step_lib, "make_objective", deterministic_objective)
-    setup = make_setup(config, make_mesh(-1, 1, 1), make_optimizer(config.optim, config.train.steps))
+    setup = make_setup(config, make_mesh(-1, 1, 1), make_optimizer(config))
     state = sharded_init(setup, jax.random.key(0))
     noise = jax.random.split(jax.random.key(1), len(jax.tree.leaves(state["params"])))
     leaves, treedef = jax.tree.flatten(state["params"])  # away from the zero init, so every gradient is non-zero
@@ -61,7 +61,7 @@ def test_accumulated_gradient_equals_whole_batch_gradient(monkeypatch):
 
 def test_real_objective_trains_with_accumulation():
     config = config_with(grad_accum_steps=2)
-    setup = make_setup(config, make_mesh(-1, 1, 1), make_optimizer(config.optim, config.train.steps))
+    setup = make_setup(config, make_mesh(-1, 1, 1), make_optimizer(config))
     state = sharded_init(setup, jax.random.key(0))
     train_step = step_lib.make_train_step(setup, config)
     state = train_on_random_batches(train_step, state, 2)

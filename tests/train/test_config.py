@@ -32,6 +32,7 @@ def test_wrong_type_is_refused():
     (lambda c: setattr(c, "objective", "sctt"), "objective='sctt'"),
     (lambda c: setattr(c.mesh, "rules", "zero"), "mesh.rules"),
     (lambda c: setattr(c.mesh, "data", 3), "uses 3 devices but each of the 1 slice"),
+    (lambda c: setattr(c.optim, "cooldown_steps", c.train.steps + 1), "cooldown_steps=1601 is longer than the run"),
 ])
 def test_inconsistent_combinations(change, match):
     config = embedded.get_config("sct")

@@ -38,7 +38,7 @@ def test_train_step_ema_tracks_the_parameters_from_the_first_step():
     config = embedded.get_config("diffusion,smoke")
     with config.unlocked():
         config.optim.update(lr=0.0, warmup_steps=0)
-    setup = make_setup(config, make_mesh(-1, 1, 1), make_optimizer(config.optim, config.train.steps))
+    setup = make_setup(config, make_mesh(-1, 1, 1), make_optimizer(config))
     state = sharded_init(setup, jax.random.key(0))
     state = train_on_random_batches(make_train_step(setup, config), state, 1)
     for e, p in zip(jax.tree.leaves(state["ema"]), jax.tree.leaves(state["params"])):

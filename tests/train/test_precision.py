@@ -30,7 +30,7 @@ def train(objective: str, dtype: str) -> dict[str, np.ndarray]:
         config.model.update(dtype=dtype, param_dtype="float32", hidden_size=64, depth=2)
         config.data.num_classes = 0
         config.optim.update(lr=1e-3, warmup_steps=0)
-    setup = make_setup(config, make_mesh(-1, 1, 1), make_optimizer(config.optim, config.train.steps))
+    setup = make_setup(config, make_mesh(-1, 1, 1), make_optimizer(config))
     state = sharded_init(setup, jax.random.key(0))
     teacher = (lambda x_in, t, labels=None: F_vel(DATA_STD)(x_in, t)[0]) if objective == "scd" else None
     train_step = make_train_step(setup, config, teacher)

@@ -11,7 +11,7 @@ from scm_jax.train.step import make_train_step
 
 
 def run_steps(config, mesh, steps=2):
-    setup = make_setup(config, mesh, make_optimizer(config.optim, config.train.steps))
+    setup = make_setup(config, mesh, make_optimizer(config))
     state = sharded_init(setup, jax.random.key(0))
     train_step = make_train_step(setup, config)
     rng = np.random.default_rng(0)
