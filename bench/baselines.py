@@ -100,7 +100,8 @@ def main() -> None:
 
 def format_table(rows: list[dict], args) -> str:
     host = " ".join(filter(None, (platform.machine(), platform.processor())))
-    head = (f"# Baselines on the embedded data\n\n{host}, {usable_cores()} cores; "
+    cores = usable_cores()
+    head = (f"# Baselines on the embedded data\n\n{host}, {cores} core{'s' * (cores > 1)}; "
             f"{args.steps} steps x {args.batch} images per student; teacher {args.teacher} "
             f"({teacher_images(args.teacher)} images); "
             f"{args.num_samples} samples per row. Train step: median over the logging windows after the first "
