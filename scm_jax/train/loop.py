@@ -11,7 +11,6 @@ the window's metrics with img/s, step time and MFU of the train steps alone (scm
 import contextlib
 import dataclasses
 import functools
-import math
 import os
 import tempfile
 import time
@@ -118,8 +117,8 @@ def run_steps(s: Session, state: dict) -> dict:
     config = s.config
     step, total, bad_run = int(state["step"]), config.train.steps, 0
     first, window, timer, flops = step, [], progress.StepTimer(), None
-    tangent = progress.TangentWatch(config.scm.warmup_steps, history=logged(s.workdir, "jvp_rms", step),
-                                    ratio=progress.TangentWatch.RATIOS.get(config.objective, math.inf))
+    tangent = progress.TangentWatch.of(config.objective, config.scm.warmup_steps,
+                                       history=logged(s.workdir, "jvp_rms", step))
     device_kind = jax.devices()[0].device_kind
     batch_sharding = jax.sharding.NamedSharding(s.setup.mesh, jax.sharding.PartitionSpec(sharding.BATCH))
     while step < total:
@@ -148,7 +147,7 @@ def run_steps(s: Session, state: dict) -> dict:
             s.writer.scalars(step, summary)
             eta = progress.eta((total - step) * summary["step_time_s"]) if "step_time_s" in summary else "-"
             logging.info("step %d/%d  %s  eta %s", step, total, _fmt(summary), eta)
-            if warning := tangent.check(step, summary):
+            if tangent and (warning := tangent.check(step, summary)):
                 logging.warning(warning)
             if bad_run >= config.train.max_bad_steps:
                 raise FloatingPointError(

@@ -79,6 +79,13 @@ class TangentWatch:
 
     RATIOS = {"scd": 1.1}
 
+    @classmethod
+    def of(cls, objective: str, warmup_steps: int, history: tuple[tuple[int, float], ...] = ()
+           ) -> Optional["TangentWatch"]:
+        """The watch of a run of `objective` (None for one it does not watch)."""
+        ratio = cls.RATIOS.get(objective)
+        return None if ratio is None else cls(warmup_steps, ratio, history)
+
     def __init__(self, warmup_steps: int, ratio: float = 1.1, history: tuple[tuple[int, float], ...] = ()):
         self.warmup_steps, self.ratio, self.raised = warmup_steps, ratio, False
         self.floor = min((v for step, v in history if step > warmup_steps), default=math.inf)

@@ -60,9 +60,8 @@ def test_the_trainer_watches_scd_only():
     # sCT of the main job at batch 16 (ablations §11): a healthy run whose jvp_rms drifts up 11%
     sct = {500: 0.3214, 800: 0.3473, 1000: 0.3409, 1400: 0.3435, 1550: 0.3568, 1600: 0.347}
     assert _warnings(sct) == [1550]  # what the sCD threshold would say
-    watch = progress.TangentWatch(100, ratio=progress.TangentWatch.RATIOS.get("sct", float("inf")))
-    assert [step for step, value in sct.items() if watch.check(step, {"jvp_rms": value})] == []
-    assert progress.TangentWatch.RATIOS["scd"] == 1.1
+    assert progress.TangentWatch.of("sct", 100) is None and progress.TangentWatch.of("diffusion", 100) is None
+    assert progress.TangentWatch.of("scd", 100).ratio == 1.1
 
 
 def test_tangent_watch_keeps_the_floor_of_a_resumed_run():
