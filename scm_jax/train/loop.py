@@ -11,6 +11,7 @@ the window's metrics with img/s, step time and MFU of the train steps alone (scm
 import contextlib
 import dataclasses
 import functools
+import json
 import os
 import tempfile
 import time
@@ -93,9 +94,11 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict:
             state = start_from(state, teacher_params, setup)
         logging.info("initialised a new run in %s", workdir)
     else:
-        start, state, data_state, _ = restored
+        start, state, data_state, saved_config = restored
         loader.set_state(data_state)
         logging.info("resumed %s at step %d", workdir, start)
+        if warning := moved_cooldown(config, json.loads(saved_config), start):
+            logging.warning(warning)
     runs.write_config(config, workdir)
     train_step = make_train_step(setup, with_accumulation(config, split), teacher_fn)
     with Writer(workdir) as writer, Preemption() as preempted, Profiler(config.profile, workdir) as profiler:
@@ -243,6 +246,20 @@ def sample_decoder(config: ConfigDict) -> Optional[decoding.Decoder]:
     except decoding.MissingVAE as e:
         logging.warning("%s Sample grids, TensorBoard images and periodic evaluation are skipped.", e)
         return None
+
+
+def moved_cooldown(config: ConfigDict, saved: dict, step: int) -> Optional[str]:
+    """The warning for a run resumed at `step` to a new length after its lr cooldown had begun (saved: the
+    checkpoint's config): the schedule moves with train.steps, so the lr jumps."""
+    cooldown, before = config.optim.cooldown_steps, saved.get("train", {}).get("steps", config.train.steps)
+    if not cooldown or before == config.train.steps or step <= before - cooldown:
+        return None
+    was = ConfigDict(config.to_dict())
+    was.train.steps = before
+    return (f"resumed at step {step}, inside the lr cooldown of this run's earlier length (train.steps={before}, "
+            f"optim.cooldown_steps={cooldown}): with train.steps={config.train.steps} the lr jumps from "
+            f"{learning_rate(was, step):.3g} to {learning_rate(config, step):.3g}. To train longer, branch a new "
+            f"workdir from a checkpoint at or before step {before - cooldown} (docs/runbook.md, lr schedule).")
 
 
 def load_teacher(config: ConfigDict, mesh):

@@ -37,3 +37,14 @@ def test_logged_rate_is_what_adam_applies():
         state = tx.update({"w": np.zeros(3, np.float32)}, state, params)[1]
     updates, _ = tx.update({"w": np.ones(3, np.float32)}, state, params)
     np.testing.assert_allclose(optax.tree.norm(updates) / np.sqrt(3), learning_rate(config, 800), rtol=1e-3)
+
+
+def test_resuming_inside_the_cooldown_to_a_new_length_warns():
+    from scm_jax.train.loop import moved_cooldown
+    saved = _cfg(steps=1_200, cooldown_steps=200).to_dict()
+    longer = _cfg(steps=2_000, cooldown_steps=200)
+    warning = moved_cooldown(longer, saved, 1_200)  # a finished run resumed to more steps: lr 0 -> the full rate
+    assert "jumps from 0 to 0.00577" in warning and "at or before step 1000" in warning
+    assert moved_cooldown(longer, saved, 1_000) is None  # the cooldown had not begun
+    assert moved_cooldown(_cfg(steps=1_200, cooldown_steps=200), saved, 1_100) is None  # same length: a plain resume
+    assert moved_cooldown(_cfg(steps=2_000, cooldown_steps=0), saved, 1_200) is None  # no cooldown now
