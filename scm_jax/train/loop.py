@@ -97,7 +97,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict:
         start, state, data_state, saved_config = restored
         loader.set_state(data_state)
         logging.info("resumed %s at step %d", workdir, start)
-        if warning := moved_cooldown(config, json.loads(saved_config), start):
+        if warning := moved_cooldown(config, json.loads(saved_config) or {}, start):
             logging.warning(warning)
     runs.write_config(config, workdir)
     train_step = make_train_step(setup, with_accumulation(config, split), teacher_fn)
