@@ -116,4 +116,4 @@ def test_checkpoint_of_another_model_names_the_parameter(interrupted, tmp_path):
     shutil.copytree(interrupted[0], workdir)
     with pytest.raises(ValueError, match=r"Parameter \S+: checkpoint has shape \(\d+(, \d+)*\) float32, "
                                          r"the model expects \(\d+(, \d+)*\) float32"):
-        train_and_evaluate(smoke(**{"model.hidden_size": 64}), str(workdir))
+        train_and_evaluate(smoke(**{"model.channels": 16}), str(workdir))  # the smoke U-Net has 8

@@ -27,8 +27,9 @@ RTOL = {"loss": 0.01, "mse": 0.01, "F_rms": 0.03, "jvp_rms": 0.03}
 def train(objective: str, dtype: str) -> dict[str, np.ndarray]:
     config = embedded.get_config(f"{objective},smoke")
     with config.unlocked():
-        config.model.update(dtype=dtype, param_dtype="float32", hidden_size=64, depth=2)
+        config.model.update(name="dit", dtype=dtype, param_dtype="float32", hidden_size=64, depth=2, num_heads=4)
         config.data.num_classes = 0
+        config.scm.update(guidance_lo=1.0, guidance_hi=1.0)  # the Gaussian oracle teacher is unconditional
         config.optim.update(lr=1e-3, warmup_steps=0)
     setup = make_setup(config, make_mesh(-1, 1, 1), make_optimizer(config))
     state = sharded_init(setup, jax.random.key(0))
