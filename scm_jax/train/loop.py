@@ -37,7 +37,7 @@ from scm_jax.samplers import generate
 from scm_jax.samplers.images import save_grid
 from scm_jax.train import compilation, progress, runs
 from scm_jax.train.log import Writer, is_remote, logged, window_means
-from scm_jax.train.optim import learning_rate, make_optimizer
+from scm_jax.train.optim import learning_rate, make_optimizer, moved_cooldown
 from scm_jax.train.preemption import Preemption
 from scm_jax.train.profile import Profiler
 from scm_jax.train.report import format_report, startup_report
@@ -246,20 +246,6 @@ def sample_decoder(config: ConfigDict) -> Optional[decoding.Decoder]:
     except decoding.MissingVAE as e:
         logging.warning("%s Sample grids, TensorBoard images and periodic evaluation are skipped.", e)
         return None
-
-
-def moved_cooldown(config: ConfigDict, saved: dict, step: int) -> Optional[str]:
-    """The warning for a run resumed at `step` to a new length after its lr cooldown had begun (saved: the
-    checkpoint's config): the schedule moves with train.steps, so the lr jumps."""
-    cooldown, before = config.optim.cooldown_steps, saved.get("train", {}).get("steps", config.train.steps)
-    if not cooldown or before == config.train.steps or step <= before - cooldown:
-        return None
-    was = ConfigDict(config.to_dict())
-    was.train.steps = before
-    return (f"resumed at step {step}, inside the lr cooldown of this run's earlier length (train.steps={before}, "
-            f"optim.cooldown_steps={cooldown}): with train.steps={config.train.steps} the lr jumps from "
-            f"{learning_rate(was, step):.3g} to {learning_rate(config, step):.3g}. To train longer, branch a new "
-            f"workdir from a checkpoint at or before step {before - cooldown} (docs/runbook.md, lr schedule).")
 
 
 def load_teacher(config: ConfigDict, mesh):

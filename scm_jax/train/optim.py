@@ -1,5 +1,7 @@
 """Optimizer from the config: Adam / RAdam with eps, linear warmup, EDM2's inverse-square-root decay, a linear
 cooldown to 0 over the run's last steps, optional gradient clipping."""
+from typing import Optional
+
 import jax.numpy as jnp
 import optax
 from ml_collections import ConfigDict
@@ -39,3 +41,17 @@ def make_optimizer(config: ConfigDict) -> optax.GradientTransformation:
 def learning_rate(config: ConfigDict, step: int) -> float:
     """The learning rate the run's optimizer applies at `step`, from the schedule itself."""
     return float(schedule(config)(step))
+
+
+def moved_cooldown(config: ConfigDict, saved: dict, step: int) -> Optional[str]:
+    """The warning for a run resumed at `step` to a new length after its lr cooldown had begun (saved: the
+    checkpoint's config): the schedule moves with train.steps, so the lr jumps."""
+    cooldown, before = config.optim.cooldown_steps, saved.get("train", {}).get("steps", config.train.steps)
+    if not cooldown or before == config.train.steps or step <= before - cooldown:
+        return None
+    was = ConfigDict(config.to_dict())
+    was.train.steps = before
+    return (f"resumed at step {step}, inside the lr cooldown of this run's earlier length (train.steps={before}, "
+            f"optim.cooldown_steps={cooldown}): with train.steps={config.train.steps} the lr jumps from "
+            f"{learning_rate(was, step):.3g} to {learning_rate(config, step):.3g}. To train longer, branch a new "
+            f"workdir from a checkpoint at or before step {before - cooldown} (docs/runbook.md, lr schedule).")

@@ -4,7 +4,7 @@ import numpy as np
 import optax
 from ml_collections import ConfigDict
 
-from scm_jax.train.optim import learning_rate, make_optimizer, schedule
+from scm_jax.train.optim import learning_rate, make_optimizer, moved_cooldown, schedule
 
 
 def _cfg(steps=10_000, **kw) -> ConfigDict:
@@ -40,7 +40,6 @@ def test_logged_rate_is_what_adam_applies():
 
 
 def test_resuming_inside_the_cooldown_to_a_new_length_warns():
-    from scm_jax.train.loop import moved_cooldown
     saved = _cfg(steps=1_200, cooldown_steps=200).to_dict()
     longer = _cfg(steps=2_000, cooldown_steps=200)
     warning = moved_cooldown(longer, saved, 1_200)  # a finished run resumed to more steps: lr 0 -> the full rate
